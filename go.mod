@@ -1,0 +1,3 @@
+module github.com/pushgate/pushgate
+
+go 1.25
