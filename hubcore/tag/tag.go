@@ -184,7 +184,9 @@ func NewSet(tags ...string) Set {
 
 // Has reports whether the set holds the tag whose folded form is folded.
 // Callers fold once (expressions are folded at parse time), never per probe.
-func (s Set) Has(folded string) bool {
+// The receiver is a pointer so that passing a *Set as an interface does not
+// allocate; a Set value does not satisfy tagexpr.Membership by design.
+func (s *Set) Has(folded string) bool {
 	f := s.folded
 	if len(f) <= 16 {
 		for _, t := range f {
