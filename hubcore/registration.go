@@ -3,6 +3,7 @@ package hubcore
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"sort"
@@ -258,4 +259,85 @@ func capExpiry(want, now time.Time, ttl time.Duration) time.Time {
 		return max
 	}
 	return want
+}
+
+// registrationWire is pushgate's JSON shape of a registration, used by
+// export and import (the Notification Hubs API speaks Atom XML for
+// registrations; that codec lives with the API).
+type registrationWire struct {
+	RegistrationID string            `json:"registrationId"`
+	Platform       string            `json:"platform"`
+	PushChannel    json.RawMessage   `json:"pushChannel,omitempty"`
+	BaiduUserID    string            `json:"baiduUserId,omitempty"`
+	Tags           []string          `json:"tags,omitempty"`
+	PushVariables  map[string]string `json:"pushVariables,omitempty"`
+	Template       *templateWire     `json:"template,omitempty"`
+	TemplateName   string            `json:"templateName,omitempty"`
+	ExpirationTime string            `json:"expirationTime"`
+}
+
+// MarshalJSON writes the registration in pushgate's JSON shape.
+func (r *Registration) MarshalJSON() ([]byte, error) {
+	w := registrationWire{
+		RegistrationID: r.RegistrationID,
+		Platform:       string(r.Platform),
+		BaiduUserID:    r.PushChannel.BaiduUserID,
+		Tags:           r.Tags,
+		PushVariables:  r.PushVariables,
+		TemplateName:   r.TemplateName,
+		ExpirationTime: FormatTime(r.ExpirationTime),
+	}
+	var err error
+	if w.PushChannel, err = r.PushChannel.marshal(r.Platform); err != nil {
+		return nil, err
+	}
+	if r.Template != nil {
+		w.Template = r.Template.wire()
+	}
+	return json.Marshal(&w)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes; Validate checks the rules.
+func (r *Registration) UnmarshalJSON(data []byte) error {
+	var w struct {
+		RegistrationID string             `json:"registrationId"`
+		Platform       string             `json:"platform"`
+		PushChannel    json.RawMessage    `json:"pushChannel"`
+		BaiduUserID    string             `json:"baiduUserId"`
+		Tags           []*string          `json:"tags"`
+		PushVariables  map[string]*string `json:"pushVariables"`
+		Template       json.RawMessage    `json:"template"`
+		TemplateName   string             `json:"templateName"`
+		ExpirationTime string             `json:"expirationTime"`
+	}
+	if err := decodeStrict(data, &w); err != nil {
+		return err
+	}
+	p, err := ParsePlatform(w.Platform)
+	if err != nil {
+		return err
+	}
+	out := Registration{RegistrationID: w.RegistrationID, Platform: p, TemplateName: w.TemplateName}
+	if out.PushChannel, err = parsePushChannel(w.PushChannel); err != nil {
+		return err
+	}
+	out.PushChannel.BaiduUserID = w.BaiduUserID
+	if out.Tags, err = nonNullStrings("tags", w.Tags); err != nil {
+		return err
+	}
+	if out.PushVariables, err = nonNullMap("pushVariables", w.PushVariables); err != nil {
+		return err
+	}
+	if !isNull(w.Template) {
+		if out.Template, err = parseTemplateJSON("template", w.Template); err != nil {
+			return err
+		}
+	}
+	if w.ExpirationTime != "" {
+		if out.ExpirationTime, err = ParseTime(w.ExpirationTime); err != nil {
+			return invalid("expirationTime", "%v", err)
+		}
+	}
+	*r = out
+	return nil
 }

@@ -1,6 +1,7 @@
 package hubcore
 
 import (
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
@@ -111,5 +112,30 @@ func TestValidateRegistration(t *testing.T) {
 func TestInstallationKeyFoldsCase(t *testing.T) {
 	if InstallationKey("ABC-def") != InstallationKey("abc-DEF") {
 		t.Fatal("installation ids must compare case-insensitively, as their system tag does")
+	}
+}
+
+func TestRegistrationJSONRoundTrip(t *testing.T) {
+	r := &Registration{RegistrationID: "1-2-3", Platform: Browser,
+		PushChannel: PushChannel{Endpoint: "https://p/x", P256DH: p256dh, Auth: authKey},
+		Tags:        []string{"a"}, PushVariables: map[string]string{"v": "1"},
+		Template: &Template{Body: `{"title":"$(t)"}`, Headers: map[string]string{"TTL": "60"}}, TemplateName: "t1"}
+	if err := r.Validate(Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Registration
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if err := back.Validate(Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	b2, _ := json.Marshal(&back)
+	if string(b) != string(b2) {
+		t.Fatalf("round trip:\n%s\n%s", b, b2)
 	}
 }
