@@ -87,3 +87,22 @@ func TestRenderChecksRenderedHeaders(t *testing.T) {
 		t.Fatalf("%+v %v", got, err)
 	}
 }
+
+func TestCompiledTemplatesAreShared(t *testing.T) {
+	a := compiled(t, APNS, &Template{Body: `{"aps":{"alert":"$(m)"}}`, Headers: map[string]string{"apns-priority": "5"}})
+	b := compiled(t, APNS, &Template{Body: `{"aps":{"alert":"$(m)"}}`, Headers: map[string]string{"apns-priority": "5"}})
+	c := compiled(t, APNS, &Template{Body: `{"aps":{"alert":"$(m)"}}`, Headers: map[string]string{"apns-priority": "10"}})
+	if a != b {
+		t.Fatal("the same template source must share one compiled template")
+	}
+	if a == c {
+		t.Fatal("templates differing in a header must not share a compiled template")
+	}
+	// A part boundary must not be movable: body "ab"+expiry "" differs from
+	// body "a"+expiry "b".
+	k1 := (&Template{Body: "ab"}).cacheKey(APNS)
+	k2 := (&Template{Body: "a", Expiry: "b"}).cacheKey(APNS)
+	if k1 == k2 {
+		t.Fatal("cache keys collide")
+	}
+}

@@ -356,30 +356,47 @@ func (t *Template) compile(field string, p Platform, lim Limits) error {
 	if t.Tags, err = canonicalTags(field+".tags", t.Tags, lim.MaxTags); err != nil {
 		return err
 	}
-	c := &CompiledTemplate{}
 	if len(t.Headers) > lim.MaxHeaders {
 		return limit(field+".headers", "%d headers; at most %d are allowed", len(t.Headers), lim.MaxHeaders)
 	}
+	key := t.cacheKey(p)
+	if c := compileCacheShared.get(key); c != nil {
+		t.compiled = c
+		return nil
+	}
+	c, err := t.compileUncached(field, p)
+	if err != nil {
+		return err
+	}
+	compileCacheShared.put(key, c)
+	t.compiled = c
+	return nil
+}
+
+// compileUncached compiles the template's body and templated scalars and
+// checks the per-platform rules on them.
+func (t *Template) compileUncached(field string, p Platform) (*CompiledTemplate, error) {
+	c := &CompiledTemplate{}
 	if len(t.Headers) > 0 && p != APNS && p != WNS && p != Browser {
-		return unsupported(field+".headers", "%s templates take no headers (only apns, wns and browser do)", p)
+		return nil, unsupported(field+".headers", "%s templates take no headers (only apns, wns and browser do)", p)
 	}
 	for _, name := range sortedKeys(t.Headers) {
 		hf := field + ".headers." + name
 		v := t.Headers[name]
 		if len(v) > MaxHeaderValueLen {
-			return limit(hf, "header value longer than %d bytes", MaxHeaderValueLen)
+			return nil, limit(hf, "header value longer than %d bytes", MaxHeaderValueLen)
 		}
 		cv, err := template.CompileValue(v)
 		if err != nil {
-			return wrapInvalid(hf, err)
+			return nil, wrapInvalid(hf, err)
 		}
 		lit, isLit := literalText(cv)
 		if err := checkHeader(p, name, lit, isLit); err != nil {
-			return invalid(hf, "%v", err)
+			return nil, invalid(hf, "%v", err)
 		}
 		if p == WNS && strings.EqualFold(name, "X-WNS-Type") {
 			if !isLit || !wnsTypes[strings.ToLower(lit)] {
-				return invalid(hf, "X-WNS-Type is one of wns/toast, wns/tile, wns/badge, wns/raw")
+				return nil, invalid(hf, "X-WNS-Type is one of wns/toast, wns/tile, wns/badge, wns/raw")
 			}
 			c.WNSType = strings.ToLower(lit)
 		}
@@ -392,7 +409,7 @@ func (t *Template) compile(field string, p Platform, lim Limits) error {
 			// here keeps hand-written templates working.
 			root, err := xmlRoot(t.Body)
 			if err != nil || !wnsTypes["wns/"+root] || root == "raw" {
-				return invalid(field+".headers", "a WNS template needs an X-WNS-Type header (wns/toast, wns/tile, wns/badge or wns/raw)")
+				return nil, invalid(field+".headers", "a WNS template needs an X-WNS-Type header (wns/toast, wns/tile, wns/badge or wns/raw)")
 			}
 			c.WNSType = "wns/" + root
 			cv, _ := template.CompileValue(c.WNSType)
@@ -403,35 +420,35 @@ func (t *Template) compile(field string, p Platform, lim Limits) error {
 			kind = template.Raw
 		}
 	}
+	var err error
 	if c.Body, err = template.Compile(t.Body, kind); err != nil {
-		return wrapInvalid(field+".body", err)
+		return nil, wrapInvalid(field+".body", err)
 	}
 	if t.Expiry != "" {
 		if p != APNS {
-			return unsupported(field+".expiry", "expiry applies to apns templates only")
+			return nil, unsupported(field+".expiry", "expiry applies to apns templates only")
 		}
 		if c.Expiry, err = template.CompileValue(t.Expiry); err != nil {
-			return wrapInvalid(field+".expiry", err)
+			return nil, wrapInvalid(field+".expiry", err)
 		}
 		if lit, ok := literalText(c.Expiry); ok && lit != "0" {
 			if _, err := ParseTime(lit); err != nil {
-				return invalid(field+".expiry", "expiry is a W3C date, 0, or an expression: %v", err)
+				return nil, invalid(field+".expiry", "expiry is a W3C date, 0, or an expression: %v", err)
 			}
 		}
 	}
 	if t.Priority != "" {
 		if p != APNS {
-			return unsupported(field+".priority", "priority applies to apns templates only")
+			return nil, unsupported(field+".priority", "priority applies to apns templates only")
 		}
 		if c.Priority, err = template.CompileValue(t.Priority); err != nil {
-			return wrapInvalid(field+".priority", err)
+			return nil, wrapInvalid(field+".priority", err)
 		}
 		if lit, ok := literalText(c.Priority); ok && lit != "5" && lit != "10" && lit != "1" {
-			return invalid(field+".priority", "APNs priority is 1, 5 or 10")
+			return nil, invalid(field+".priority", "APNs priority is 1, 5 or 10")
 		}
 	}
-	t.compiled = c
-	return nil
+	return c, nil
 }
 
 // literalText returns the text of a value that reads no property (a plain
