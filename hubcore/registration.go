@@ -45,10 +45,8 @@ func (r *Registration) IsTemplate() bool { return r.Template != nil }
 // puts it in canonical form, like Installation.Validate.
 func (r *Registration) Validate(lim Limits) error {
 	lim = lim.withDefaults()
-	if r.RegistrationID != "" {
-		if err := ValidateRegistrationID(r.RegistrationID); err != nil {
-			return err
-		}
+	if err := ValidateRegistrationID(r.RegistrationID); err != nil {
+		return err
 	}
 	if r.InstallationID != "" {
 		return invalid("RegistrationId", "registrations of an installation are changed through the installation")
@@ -127,8 +125,9 @@ const projectionSep = "~"
 // ProjectionID is the registration id under which an installation's native
 // registration (templateName "") or one of its templates is listed. It is
 // derived, not stored, so it stays the same across rewrites of the
-// installation.
+// installation, whatever the case of the id a client writes.
 func ProjectionID(installationID, templateName string) string {
+	installationID = InstallationKey(installationID)
 	if templateName == "" {
 		return "inst" + projectionSep + installationID
 	}

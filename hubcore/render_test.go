@@ -78,7 +78,7 @@ func TestRenderChecksRenderedHeaders(t *testing.T) {
 	if _, err := c.Render(nil, APNS, template.NewPropMap(map[string]string{"p": "11"})); CodeOf(err) != CodeInvalid {
 		t.Fatalf("priority 11: %v", err)
 	}
-	r := &Registration{Platform: APNS, PushChannel: PushChannel{Handle: apnsToken}, Template: &Template{Body: `{}`, Priority: "$(p)", Expiry: "0"}}
+	r := &Registration{RegistrationID: "1-2-3", Platform: APNS, PushChannel: PushChannel{Handle: apnsToken}, Template: &Template{Body: `{}`, Priority: "$(p)", Expiry: "0"}}
 	if err := r.Validate(Limits{}); err != nil {
 		t.Fatal(err)
 	}

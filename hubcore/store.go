@@ -2,6 +2,7 @@ package hubcore
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"time"
 
@@ -103,7 +104,9 @@ type Store interface {
 }
 
 // Cond is a write precondition on an entry's version: the If-Match of the
-// API.
+// API. A conditional Put of an absent entry is CodeConflict with Current 0
+// (the version the caller expected is not there); a Delete of an absent
+// entry is CodeNotFound whatever the condition.
 type Cond struct {
 	// Version, when positive, requires the entry to exist at exactly this
 	// version (If-Match: "n").
@@ -122,8 +125,8 @@ var Always = Cond{}
 // id is remembered.
 const RegistrationIDTTL = 24 * time.Hour
 
-// ListQuery selects entries to list. At most one field is set; none lists
-// everything.
+// ListQuery selects entries to list. At most one of Tag, UserID and Handle
+// is set (none lists everything); Platform narrows any of them.
 type ListQuery struct {
 	// Tag lists entries carrying the tag (system tags included).
 	Tag string
@@ -165,7 +168,8 @@ type AudienceQuery struct {
 	Platform Platform
 }
 
-// Target is one registration a send reaches.
+// Target is one registration a send reaches. Its Template and
+// PushVariables are shared with the store's copy: read-only.
 type Target struct {
 	RegistrationID string
 	InstallationID string // "" for a registration stored as such
@@ -182,4 +186,63 @@ type Target struct {
 type ExportRecord struct {
 	Installation *Installation `json:"installation,omitempty"`
 	Registration *Registration `json:"registration,omitempty"`
+}
+
+// UnmarshalJSON reads one line written by Export. Unlike a request body, an
+// export is a restore: it keeps the fields the hub sets itself
+// (pushChannelExpired, lastActiveOn, lastUpdate), which
+// Installation.UnmarshalJSON ignores, so that an expired handle stays
+// expired across an export and import. It checks the shape only; Validate
+// checks the rules.
+func (r *ExportRecord) UnmarshalJSON(data []byte) error {
+	var w struct {
+		Installation json.RawMessage `json:"installation"`
+		Registration json.RawMessage `json:"registration"`
+	}
+	if err := decodeStrict(data, &w); err != nil {
+		return err
+	}
+	hasInst, hasReg := !isNull(w.Installation), !isNull(w.Registration)
+	if hasInst == hasReg {
+		return invalid("", "an export record has exactly one of installation and registration")
+	}
+	out := ExportRecord{}
+	if hasReg {
+		out.Registration = &Registration{}
+		if err := out.Registration.UnmarshalJSON(w.Registration); err != nil {
+			return retarget(err, "registration")
+		}
+		*r = out
+		return nil
+	}
+	in, err := DecodeInstallation(w.Installation)
+	if err != nil {
+		return retarget(err, "installation")
+	}
+	var kept struct {
+		PushChannelExpired bool   `json:"pushChannelExpired"`
+		LastActiveOn       string `json:"lastActiveOn"`
+		LastUpdate         string `json:"lastUpdate"`
+	}
+	if err := decodeStrict(w.Installation, &kept); err != nil {
+		return retarget(err, "installation")
+	}
+	in.PushChannelExpired = kept.PushChannelExpired
+	for _, f := range []struct {
+		name string
+		s    string
+		t    *time.Time
+	}{{"lastActiveOn", kept.LastActiveOn, &in.LastActiveOn}, {"lastUpdate", kept.LastUpdate, &in.LastUpdate}} {
+		if f.s == "" {
+			continue
+		}
+		t, err := ParseTime(f.s)
+		if err != nil {
+			return invalid("installation."+f.name, "%v", err)
+		}
+		*f.t = t
+	}
+	out.Installation = in
+	*r = out
+	return nil
 }
