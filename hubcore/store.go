@@ -113,6 +113,10 @@ type Cond struct {
 	Version int64
 	// Exists requires the entry to exist (If-Match: *).
 	Exists bool
+	// Absent requires the entry not to exist (If-None-Match: *): a create
+	// that must not replace an entry written since the caller looked.
+	// Violated, it is CodeConflict with Current set.
+	Absent bool
 	// Issued, for registrations, requires the id to exist or to have been
 	// issued by NewRegistrationID (the device flow answers 410 otherwise).
 	Issued bool

@@ -191,6 +191,9 @@ func checkCond(cur int64, c hubcore.Cond, what, id string) error {
 	if c.Exists && cur == 0 {
 		return notFound(what, id)
 	}
+	if c.Absent && cur != 0 {
+		return conflict(cur)
+	}
 	return nil
 }
 

@@ -119,7 +119,12 @@ func testInstallationConditions(h *harness) {
 		h.t.Fatalf("a failed conditional put created the installation (get: %v)", err)
 	}
 
-	h.put(Installation("c1", hubcore.APNS, 1))
+	created, err := h.s.PutInstallation(h.ctx, h.prepInst(Installation("c1", hubcore.APNS, 1)), hubcore.Cond{Absent: true})
+	if err != nil || created.Version != 1 {
+		h.t.Fatalf("put with If-None-Match * on an absent installation: %v", err)
+	}
+	_, err = h.s.PutInstallation(h.ctx, h.prepInst(Installation("C1", hubcore.APNS, 1, "w")), hubcore.Cond{Absent: true})
+	h.wantConflict("put with If-None-Match * on an existing installation", err, 1)
 	got, err := h.s.PutInstallation(h.ctx, h.prepInst(Installation("c1", hubcore.APNS, 1, "x")), hubcore.Cond{Version: 1})
 	if err != nil || got.Version != 2 {
 		h.t.Fatalf("put at the current version: %v (version %v)", err, got)
