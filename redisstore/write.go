@@ -1,0 +1,483 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pushgate/pushgate/hubcore"
+)
+
+// slot is where an id lives: its shard, its id-map entry as read, and the
+// record it names, if any. It is the "before" of a write's compare-and-set.
+type slot struct {
+	sh      int
+	idKey   string // id bucket key
+	idField string
+	idVal   string // the id-map value as read ("" none)
+	iid     int64  // -1 when no record
+	raw     string // the stored record bytes ("" none)
+	rec     *record
+}
+
+// locate reads the id map and the record an id names. kind is
+// hInstallation (key is the InstallationKey) or hRegistration.
+func (s *Store) locate(ctx context.Context, kind byte, key string) (*slot, error) {
+	h := hashOf(kind, key)
+	sl := &slot{sh: h.shard(s.l.shards), idField: h.field(), iid: -1}
+	sl.idKey = s.l.idBucket(sl.sh, h.bucket(s.l.buckets))
+	v, err := s.rdb.HGet(ctx, sl.idKey, sl.idField).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, unavailable(err)
+	}
+	sl.idVal = v
+	iids := parseIIDs(v)
+	if len(iids) == 0 {
+		return sl, nil
+	}
+	raws, err := s.fetchRecords(ctx, sl.sh, iids)
+	if err != nil {
+		return nil, err
+	}
+	for i, raw := range raws {
+		if raw == "" {
+			continue
+		}
+		r := &record{}
+		if err := decodeRecord(raw, r); err != nil {
+			return nil, unavailable(fmt.Errorf("record %d of shard %d: %w", iids[i], sl.sh, err))
+		}
+		if r.reg == (kind == hRegistration) && recordKey(r) == key {
+			sl.iid, sl.raw, sl.rec = iids[i], raw, r
+			return sl, nil
+		}
+	}
+	return sl, nil
+}
+
+// recordKey is the identity of a record's id: folded for installations.
+func recordKey(r *record) string {
+	if r.reg {
+		return r.id
+	}
+	return hubcore.InstallationKey(r.id)
+}
+
+func parseIIDs(v string) []int64 {
+	if v == "" {
+		return nil
+	}
+	var out []int64
+	for _, p := range strings.Split(v, ",") {
+		if n, err := strconv.ParseInt(p, 10, 64); err == nil && n >= 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func withIID(v string, iid int64) string {
+	if slices.Contains(parseIIDs(v), iid) {
+		return v
+	}
+	if v == "" {
+		return strconv.FormatInt(iid, 10)
+	}
+	return v + "," + strconv.FormatInt(iid, 10)
+}
+
+func withoutIID(v string, iid int64) string {
+	var out []string
+	for _, n := range parseIIDs(v) {
+		if n != iid {
+			out = append(out, strconv.FormatInt(n, 10))
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// fetchRecords reads the stored bytes of iids in one shard ("" for none),
+// following spilled records.
+func (s *Store) fetchRecords(ctx context.Context, sh int, iids []int64) ([]string, error) {
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(iids))
+	for i, iid := range iids {
+		cmds[i] = pipe.HGet(ctx, s.l.recBucket(sh, bucketOf(iid)), strconv.Itoa(int(slotOf(iid))))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, unavailable(err)
+	}
+	out := make([]string, len(iids))
+	var spilled []int
+	for i, c := range cmds {
+		v, err := c.Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, unavailable(err)
+		}
+		out[i] = v
+		if v == spillMarker {
+			spilled = append(spilled, i)
+		}
+	}
+	for _, i := range spilled {
+		v, err := s.rdb.Get(ctx, s.l.spill(sh, iids[i])).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, unavailable(err)
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// change is one write: the slot as read and what to make of it.
+type change struct {
+	sl     *slot
+	iid    int64
+	newRec *record // nil deletes
+	newTpl newTemplates
+	// tomb, for registrations: the registration id's marker in the
+	// shard's registration-id hash, as read and as to be written.
+	tomb             bool
+	tombID           string
+	tombOld, tombNew string
+	free             bool
+}
+
+// errRetry says a precondition of the write script failed: read again.
+var errRetry = errors.New("redisstore: concurrent write, retry")
+
+// collisionError names a template whose hash collided.
+type collisionError struct{ hash uint64 }
+
+func (e *collisionError) Error() string { return fmt.Sprintf("template hash %x collides", e.hash) }
+
+// maxRetries bounds the compare-and-set loops; reaching it means a record
+// is written faster than a round trip, for seconds.
+const maxRetries = 1000
+
+// apply runs the write script for c. It returns errRetry when the slot
+// changed since it was read, and *collisionError when a template's hash
+// names other content in this shard.
+func (s *Store) apply(ctx context.Context, c *change) error {
+	sl := c.sl
+	sh := sl.sh
+	var oldCS, newCS []*tmplContent
+	var err error
+	if sl.rec != nil {
+		if oldCS, err = s.contents(ctx, sh, sl.rec.tmpls); err != nil {
+			return err
+		}
+	}
+	newRaw := ""
+	var newIdx []string
+	if c.newRec != nil {
+		c.newRec.slot = slotOf(c.iid)
+		newRaw = string(encodeRecord(nil, c.newRec))
+		newCS = make([]*tmplContent, len(c.newRec.tmpls))
+		var kept []tmplEntry
+		var keptAt []int
+		for i, e := range c.newRec.tmpls {
+			src := e.inline
+			if src == "" {
+				src = c.newTpl[e.hash]
+			}
+			if src == "" {
+				// An unchanged template of the record: stored already.
+				kept = append(kept, e)
+				keptAt = append(keptAt, i)
+				continue
+			}
+			if newCS[i], err = decodeTemplate(src); err != nil {
+				return err
+			}
+		}
+		if len(kept) > 0 {
+			cs, err := s.contents(ctx, sh, kept)
+			if err != nil {
+				return err
+			}
+			for k, i := range keptAt {
+				newCS[i] = cs[k]
+			}
+		}
+		newIdx = indexTags(c.newRec, newCS)
+	}
+	var oldIdx []string
+	if sl.rec != nil {
+		oldIdx = indexTags(sl.rec, oldCS)
+	}
+
+	idNew := sl.idVal
+	if c.newRec != nil {
+		idNew = withIID(idNew, c.iid)
+	} else {
+		idNew = withoutIID(idNew, c.iid)
+	}
+	keys := []string{
+		s.l.meta(sh), s.l.recBucket(sh, bucketOf(c.iid)), s.l.spill(sh, c.iid), s.l.universe(sh),
+		sl.idKey, s.l.dir(sh), s.l.expiry(sh), s.l.tplRefs(sh), s.l.tpl(sh), s.l.free(sh), s.l.regIDs(sh),
+	}
+	exp := int64(0)
+	if c.newRec != nil && !c.newRec.expiration.IsZero() {
+		exp = max(c.newRec.expiration.UnixMilli(), 1)
+	}
+	args := []any{
+		c.iid, int(slotOf(c.iid)), sl.raw, newRaw, b2s(len(newRaw) > spillThreshold),
+		sl.idField, sl.idVal, idNew,
+		"", "", "",
+		bucketOf(c.iid), exp, b2s(c.free),
+		0, 0, 0,
+	}
+	if c.tomb {
+		args[8], args[9], args[10] = c.tombID, c.tombOld, c.tombNew
+	}
+
+	// handles
+	nh := 0
+	oldH, newH := "", ""
+	if sl.rec != nil {
+		oldH = handleKey(sl.rec)
+	}
+	if c.newRec != nil {
+		newH = handleKey(c.newRec)
+	}
+	if oldH != newH {
+		for _, hd := range []struct {
+			k string
+			d int
+		}{{oldH, -1}, {newH, +1}} {
+			if hd.k == "" {
+				continue
+			}
+			h := hashOf(hHandle, hd.k)
+			keys = append(keys, s.l.handleBucket(sh, h.bucket(s.l.buckets)))
+			args = append(args, h.field(), hd.d)
+			nh++
+		}
+	}
+
+	// templates: net reference changes
+	delta := map[uint64]int{}
+	if sl.rec != nil {
+		for _, e := range sl.rec.tmpls {
+			if e.inline == "" {
+				delta[e.hash]--
+			}
+		}
+	}
+	if c.newRec != nil {
+		for _, e := range c.newRec.tmpls {
+			if e.inline == "" {
+				delta[e.hash]++
+			}
+		}
+	}
+	var tplOrder []uint64
+	for h, d := range delta {
+		if d != 0 {
+			tplOrder = append(tplOrder, h)
+		}
+	}
+	slices.Sort(tplOrder)
+	for _, h := range tplOrder {
+		args = append(args, hashed(h).full(), delta[h], c.newTpl[h])
+	}
+
+	// tags: the symmetric difference of the index tags
+	ng := 0
+	addTag := func(t string, d int) {
+		tk := s.l.tagKeys(sh, t)
+		keys = append(keys, tk.small, tk.set, tk.bitmap)
+		args = append(args, tk.f6, tk.f8, d)
+		ng++
+	}
+	i, j := 0, 0
+	for i < len(oldIdx) || j < len(newIdx) {
+		switch {
+		case j == len(newIdx) || i < len(oldIdx) && oldIdx[i] < newIdx[j]:
+			addTag(oldIdx[i], -1)
+			i++
+		case i == len(oldIdx) || newIdx[j] < oldIdx[i]:
+			addTag(newIdx[j], +1)
+			j++
+		default:
+			i++
+			j++
+		}
+	}
+	args[14], args[15], args[16] = nh, len(tplOrder), ng
+
+	res, err := applyScript.Run(ctx, s.rdb, keys, args...).Text()
+	if err != nil {
+		return unavailable(err)
+	}
+	switch {
+	case res == "ok":
+		for h, src := range c.newTpl {
+			if tc, err := decodeTemplate(src); err == nil {
+				s.tc.putContent(tplKey{sh, h}, tc)
+			}
+		}
+		return nil
+	case res == "conflict":
+		return errRetry
+	case strings.HasPrefix(res, "collision:"):
+		n, _ := strconv.Atoi(strings.TrimPrefix(res, "collision:"))
+		if n >= 1 && n <= len(tplOrder) {
+			return &collisionError{hash: tplOrder[n-1]}
+		}
+	}
+	return unavailable(fmt.Errorf("unexpected reply %q from the write script", res))
+}
+
+func b2s(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// --- installations ---
+
+// live reports whether the slot holds a live installation or registration.
+func (s *Store) live(sl *slot) bool {
+	return sl.rec != nil && !expiredAt(sl.rec, s.now())
+}
+
+// PutInstallation creates or replaces the installation, conditional on
+// ifMatch.
+func (s *Store) PutInstallation(ctx context.Context, in *hubcore.Installation, ifMatch hubcore.Cond) (*hubcore.Installation, error) {
+	if in == nil {
+		return nil, invalid("", "no installation")
+	}
+	key := hubcore.InstallationKey(in.InstallationID)
+	inline := map[uint64]bool{}
+	for attempt := 0; attempt < maxRetries; attempt++ {
+		sl, err := s.locate(ctx, hInstallation, key)
+		if err != nil {
+			return nil, err
+		}
+		live := s.live(sl)
+		var cur int64
+		if live {
+			cur = sl.rec.version
+		}
+		if ifMatch.Version > 0 && cur != ifMatch.Version {
+			return nil, conflict(cur)
+		}
+		if ifMatch.Exists && !live {
+			return nil, notFound("installation")
+		}
+		if ifMatch.Absent && live {
+			return nil, conflict(cur)
+		}
+		r, nt := recordOfInstallation(in, cur+1, inline)
+		c := &change{sl: sl, iid: sl.iid, newRec: r, newTpl: nt}
+		if c.iid < 0 {
+			if c.iid, err = s.allocIID(ctx, sl.sh); err != nil {
+				return nil, err
+			}
+		}
+		err = s.apply(ctx, c)
+		var ce *collisionError
+		switch {
+		case err == nil:
+			return s.toInstallation(ctx, sl.sh, r)
+		case errors.As(err, &ce):
+			inline[ce.hash] = true
+		case errors.Is(err, errRetry):
+		default:
+			return nil, err
+		}
+	}
+	return nil, unavailable(errors.New("too many concurrent writes to one installation"))
+}
+
+// GetInstallation returns the installation or CodeNotFound.
+func (s *Store) GetInstallation(ctx context.Context, id string) (*hubcore.Installation, error) {
+	sl, err := s.locate(ctx, hInstallation, hubcore.InstallationKey(id))
+	if err != nil {
+		return nil, err
+	}
+	if !s.live(sl) {
+		return nil, notFound("installation")
+	}
+	return s.toInstallation(ctx, sl.sh, sl.rec)
+}
+
+// UpdateInstallation reads the installation, calls fn with a copy and
+// writes the result conditional on the record read, retrying when a
+// concurrent write won.
+func (s *Store) UpdateInstallation(ctx context.Context, id string, fn func(*hubcore.Installation) (*hubcore.Installation, error)) (*hubcore.Installation, error) {
+	key := hubcore.InstallationKey(id)
+	inline := map[uint64]bool{}
+	for attempt := 0; attempt < maxRetries; attempt++ {
+		sl, err := s.locate(ctx, hInstallation, key)
+		if err != nil {
+			return nil, err
+		}
+		if !s.live(sl) {
+			return nil, notFound("installation")
+		}
+		cur, err := s.toInstallation(ctx, sl.sh, sl.rec)
+		if err != nil {
+			return nil, err
+		}
+		out, err := fn(cur)
+		if err != nil {
+			return nil, err
+		}
+		if out == nil {
+			return nil, invalid("", "the update returned no installation")
+		}
+		if hubcore.InstallationKey(out.InstallationID) != key {
+			return nil, invalid("installationId", "an update cannot change the installation id (%q to %q)", id, out.InstallationID)
+		}
+		r, nt := recordOfInstallation(out, sl.rec.version+1, inline)
+		err = s.apply(ctx, &change{sl: sl, iid: sl.iid, newRec: r, newTpl: nt})
+		var ce *collisionError
+		switch {
+		case err == nil:
+			return s.toInstallation(ctx, sl.sh, r)
+		case errors.As(err, &ce):
+			inline[ce.hash] = true
+		case errors.Is(err, errRetry):
+		default:
+			return nil, err
+		}
+	}
+	return nil, unavailable(errors.New("too many concurrent writes to one installation"))
+}
+
+// DeleteInstallation deletes the installation, conditional on ifMatch.
+func (s *Store) DeleteInstallation(ctx context.Context, id string, ifMatch hubcore.Cond) error {
+	key := hubcore.InstallationKey(id)
+	for attempt := 0; attempt < maxRetries; attempt++ {
+		sl, err := s.locate(ctx, hInstallation, key)
+		if err != nil {
+			return err
+		}
+		if !s.live(sl) {
+			if sl.rec != nil {
+				// Expired: purge it now that we are here.
+				if err := s.apply(ctx, &change{sl: sl, iid: sl.iid, free: true}); err != nil && !errors.Is(err, errRetry) {
+					return err
+				}
+			}
+			return notFound("installation")
+		}
+		if ifMatch.Version > 0 && sl.rec.version != ifMatch.Version {
+			return conflict(sl.rec.version)
+		}
+		err = s.apply(ctx, &change{sl: sl, iid: sl.iid, free: true})
+		if !errors.Is(err, errRetry) {
+			return err
+		}
+	}
+	return unavailable(errors.New("too many concurrent writes to one installation"))
+}
