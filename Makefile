@@ -8,14 +8,15 @@ FUZZTIME  ?= 3s
 BENCHTIME ?= 1s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test vet lint unit fuzz fuzz-smoke bench run help
+.PHONY: test vet lint unit fuzz fuzz-smoke bench help
 
 help:
 	@echo "make test   gofmt, vet, staticcheck, race tests + a short run of every fuzz target (what CI runs)"
 	@echo "make fuzz   every fuzz target for FUZZTIME (default 3s; e.g. FUZZTIME=10m)"
 	@echo "make bench  the benchmarks recorded in docs/BENCHMARKS.md"
 	@echo "make lint   gofmt, go vet and staticcheck"
-	@echo "make run    start pushgate (see README)"
+	@echo "make build  build ./bin/caddy with the pushgate modules"
+	@echo "make run    serve Caddyfile.example on https://localhost:8443 (see README)"
 
 test: lint unit fuzz-smoke
 
@@ -42,7 +43,4 @@ lint: vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) run $(STATICCHECK) $(PKGS)
 
-run:
-	@echo "pushgate's server (the Caddy plugin) is not built yet: it arrives with the gatekeeper issue." >&2
-	@echo "Today pushgate is the hub core library; see README.md." >&2
-	@exit 2
+include xcaddy.mk

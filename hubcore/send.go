@@ -47,21 +47,21 @@ func (f SenderFunc) Send(ctx context.Context, d *Delivery) error { return f(ctx,
 
 // Counts tallies what happened to a send's targets on one platform.
 type Counts struct {
-	Success int64
+	Success int64 `json:"success"`
 	// Skipped counts targets whose handle already received this send (the
 	// hub delivers at most once per handle).
-	Skipped int64
+	Skipped int64 `json:"skipped"`
 	// Invalid counts targets whose template did not render to a payload the
 	// service accepts (too large, bad header value).
-	Invalid int64
+	Invalid int64 `json:"invalid"`
 	// Failed counts deliveries the sender refused.
-	Failed int64
+	Failed int64 `json:"failed"`
 }
 
 // Outcome is the result of a send, per platform.
 type Outcome struct {
-	Targets    int64
-	ByPlatform map[Platform]*Counts
+	Targets    int64                `json:"targets"`
+	ByPlatform map[Platform]*Counts `json:"byPlatform,omitempty"`
 }
 
 func (o *Outcome) counts(p Platform) *Counts {

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Registration throughput through the whole gate (TLS, JWT verification,
+# Rego, store write) against a bare Caddy `respond` route served by the same
+# process in the same run, then p99 latency at half the gate's throughput.
+#
+#   bench/gate.sh [redis|embedded] [seconds]
+#
+# Everything runs on loopback: a throwaway redis-server, ./bin/caddy with a
+# generated Caddyfile, and bench/gatebench as the client.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+store=${1:-redis}
+secs=${2:-15}
+
+make -s build
+go build -o bin/gatebench ./bench/gatebench
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+hubopts=""
+if [ "$store" = redis ]; then
+  rport=$(freeport)
+  redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" >"$tmp/redis.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  hubopts="redis 127.0.0.1:$rport"
+else
+  hubopts="data_dir $tmp/data"
+fi
+
+gport=$(freeport); bport=$(freeport); iport=$(freeport); aport=$(freeport)
+cat >"$tmp/Caddyfile" <<CADDY
+{
+	admin 127.0.0.1:$aport
+	https_port $gport
+	http_port $(freeport)
+	skip_install_trust
+	log {
+		level ERROR
+	}
+	pushgate {
+		dev_issuer 127.0.0.1:$iport
+		hub bench {
+			$hubopts
+		}
+	}
+}
+localhost:$gport {
+	tls internal
+	pushgate_gate {
+		hub bench
+		policy policy/examples/per_user
+		oidc {
+			issuer http://127.0.0.1:$iport
+			client_id pushgate-dev
+		}
+	}
+	respond "upstream" 200
+}
+localhost:$bport {
+	tls internal
+	respond "ok" 200
+}
+CADDY
+export XDG_DATA_HOME="$tmp/xdg" XDG_CONFIG_HOME="$tmp/xdg"
+./bin/caddy run --config "$tmp/Caddyfile" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do curl -sk "https://localhost:$bport/" >/dev/null 2>&1 && break; sleep 0.1; done
+token=$(./bin/caddy pushgate dev-token --sub alice --issuer "http://127.0.0.1:$iport" 2>/dev/null)
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(go version | cut -d' ' -f3); store: $store; ${secs}s per run"
+# Warm up both routes (TLS sessions, policy, store connections).
+./bin/gatebench -url "https://localhost:$bport" -mode get -path / -c 16 -d 2s >/dev/null
+./bin/gatebench -url "https://localhost:$gport" -mode put -token "$token" -c 16 -d 2s >/dev/null
+base=$(./bin/gatebench -url "https://localhost:$bport" -mode get -path / -c 32 -d "${secs}s")
+gate=$(./bin/gatebench -url "https://localhost:$gport" -mode put -token "$token" -c 32 -d "${secs}s")
+echo "baseline (respond): $base"
+echo "gate (PUT):         $gate"
+brps=$(sed -E 's/.* rps=([0-9]+).*/\1/' <<<"$base")
+grps=$(sed -E 's/.* rps=([0-9]+).*/\1/' <<<"$gate")
+echo "ratio gate/baseline: $(python3 -c "print(round($grps/$brps, 3))")"
+half=$((grps / 2))
+lat=$(./bin/gatebench -url "https://localhost:$gport" -mode put -token "$token" -c 32 -rate "$half" -d "${secs}s")
+echo "gate at half load:  $lat"
