@@ -7,7 +7,7 @@
 // the struct and bit libraries, LPOP with a count), and is laid out so that
 // a million installations with a handful of tags and a template each take
 // about 300 bytes of Redis memory apiece, index included (see
-// docs/BENCHMARKS-store.md).
+// docs/BENCHMARKS.md).
 //
 // # Shards
 //

@@ -1,5 +1,5 @@
 // Command storebench loads a realistic population of installations into
-// redisstore and measures what docs/BENCHMARKS-store.md reports: Redis
+// redisstore and measures what docs/BENCHMARKS.md reports: Redis
 // memory per installation, upsert throughput against redis-benchmark SADD
 // on the same server, and audience resolution against plain Redis set
 // commands over the same data, all in one run.
