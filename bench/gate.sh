@@ -85,5 +85,6 @@ brps=$(sed -E 's/.* rps=([0-9]+).*/\1/' <<<"$base")
 grps=$(sed -E 's/.* rps=([0-9]+).*/\1/' <<<"$gate")
 echo "ratio gate/baseline: $(python3 -c "print(round($grps/$brps, 3))")"
 half=$((grps / 2))
+[ -n "${PROFILE:-}" ] && { (sleep 2; curl -s "http://127.0.0.1:$aport/debug/pprof/profile?seconds=6" -o "$PROFILE") & prof=$!; ./bin/gatebench -url "https://localhost:$gport" -mode put -token "$token" -c 32 -d 9s >/dev/null; wait "$prof"; }
 lat=$(./bin/gatebench -url "https://localhost:$gport" -mode put -token "$token" -c 32 -rate "$half" -d "${secs}s")
 echo "gate at half load:  $lat"

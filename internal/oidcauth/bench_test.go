@@ -24,7 +24,7 @@ func BenchmarkVerify(b *testing.B) {
 			clk := newFakeClock()
 			k := newKey(b, "k1", alg)
 			ti.publish(k)
-			v := newTestVerifier(b, ti, clk, Config{})
+			v := newTestVerifier(b, ti, clk, Config{CacheTTL: -1})
 			claims := claimsFor(ti, clk, "app", map[string]any{"exp": time.Now().Add(time.Hour).Unix()})
 			tok := k.sign(b, "", claims)
 			header := "Bearer " + tok

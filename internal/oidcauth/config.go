@@ -44,6 +44,14 @@ type Config struct {
 	// HTTPClient is used for discovery and JWKS fetches. Default: a client
 	// with a 10 s timeout.
 	HTTPClient *http.Client
+	// CacheTTL is how long a verified token is remembered, so a device
+	// that sends the same token with every request pays for one signature
+	// check per TTL (never past the token's own expiry). Default 1 minute;
+	// negative disables the cache. The price: a token signed by a key the
+	// issuer withdraws stays accepted for at most this long.
+	CacheTTL time.Duration
+	// CacheSize bounds the cached tokens (default 10,000).
+	CacheSize int
 }
 
 const (
@@ -54,6 +62,10 @@ const (
 	// DefaultMinRefetchInterval is used when Config.MinRefetchInterval is
 	// zero.
 	DefaultMinRefetchInterval = 30 * time.Second
+	// DefaultCacheTTL and DefaultCacheSize are used when the Config fields
+	// are zero.
+	DefaultCacheTTL  = time.Minute
+	DefaultCacheSize = 10000
 
 	maxClockSkew = 5 * time.Minute
 )
@@ -118,6 +130,12 @@ func (c Config) withDefaults() (Config, error) {
 		errs = append(errs, errors.New("minimum refetch interval must not be negative"))
 	case c.MinRefetchInterval == 0:
 		c.MinRefetchInterval = DefaultMinRefetchInterval
+	}
+	if c.CacheTTL == 0 {
+		c.CacheTTL = DefaultCacheTTL
+	}
+	if c.CacheSize <= 0 {
+		c.CacheSize = DefaultCacheSize
 	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}

@@ -119,7 +119,7 @@ func TestIdP(t *testing.T) {
 func TestIdPRotation(t *testing.T) {
 	idp := idptest.Start(t)
 	clk := newFakeClock()
-	v := idpVerifier(t, idp, clk.Now, Config{ClientIDs: []string{idptest.MobileClientID}, Audiences: []string{idpAud}, MinRefetchInterval: 30 * time.Second})
+	v := idpVerifier(t, idp, clk.Now, Config{ClientIDs: []string{idptest.MobileClientID}, Audiences: []string{idpAud}, MinRefetchInterval: 30 * time.Second, CacheTTL: -1})
 
 	oldAccess := idp.AccessToken(t, "alice", idpAud)
 	oldID := idp.IDToken(t, "alice")

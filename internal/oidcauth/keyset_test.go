@@ -94,7 +94,7 @@ func TestKeySetRotation(t *testing.T) {
 	k1 := newKey(t, "k1", "ES256")
 	k2 := newKey(t, "k2", "ES256")
 	ti.publish(k1)
-	v := newTestVerifier(t, ti, clk, Config{MinRefetchInterval: 30 * time.Second})
+	v := newTestVerifier(t, ti, clk, Config{MinRefetchInterval: 30 * time.Second, CacheTTL: -1})
 	claims := claimsFor(ti, clk, "app", map[string]any{"exp": clk.Now().Add(time.Hour).Unix()})
 	old := k1.sign(t, "", claims)
 	mustAccept(t, v, old)
@@ -174,7 +174,7 @@ func TestKeySetStaleRefresh(t *testing.T) {
 	clk := newFakeClock()
 	k1 := newKey(t, "k1", "ES256")
 	ti.publish(k1)
-	v := newTestVerifier(t, ti, clk, Config{})
+	v := newTestVerifier(t, ti, clk, Config{CacheTTL: -1})
 	claims := claimsFor(ti, clk, "app", map[string]any{"exp": clk.Now().Add(3 * time.Hour).Unix()})
 	tok := k1.sign(t, "", claims)
 	mustAccept(t, v, tok)
@@ -254,4 +254,37 @@ func FuzzParseJWKS(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestVerifiedTokenCache: a token verified once is remembered for CacheTTL
+// (no second signature check or fetch), never past its own expiry, and a
+// key's withdrawal takes effect once the entry has aged out.
+func TestVerifiedTokenCache(t *testing.T) {
+	ti := newTestIssuer(t)
+	clk := newFakeClock()
+	k1 := newKey(t, "k1", "ES256")
+	k2 := newKey(t, "k2", "ES256")
+	ti.publish(k1)
+	v := newTestVerifier(t, ti, clk, Config{MinRefetchInterval: time.Second, CacheTTL: time.Minute, ClockSkew: time.Second})
+	long := k1.sign(t, "", claimsFor(ti, clk, "app", map[string]any{"exp": clk.Now().Add(time.Hour).Unix()}))
+	short := k1.sign(t, "", claimsFor(ti, clk, "app", map[string]any{"exp": clk.Now().Add(10 * time.Second).Unix()}))
+	mustAccept(t, v, long)
+	mustAccept(t, v, short)
+
+	ti.publish(k2) // k1 withdrawn
+	clk.Advance(5 * time.Second)
+	mustAccept(t, v, long) // cached: the withdrawal is not seen yet
+	mustAccept(t, v, short)
+
+	clk.Advance(10 * time.Second) // past short's expiry, within the TTL
+	mustRefuse(t, v, "Bearer "+short, ReasonExpired, 401)
+	mustAccept(t, v, long)
+
+	// Past the TTL, once the key set has refreshed (a k2 token makes it
+	// fetch), the cached k1 token is verified again and refused.
+	clk.Advance(time.Minute)
+	mustAccept(t, v, k2.sign(t, "", claimsFor(ti, clk, "app", map[string]any{"exp": clk.Now().Add(time.Hour).Unix()})))
+	mustRefuse(t, v, "Bearer "+long, ReasonUnknownKey, 401)
+	// A refused token is never cached.
+	mustRefuse(t, v, "Bearer "+long, ReasonUnknownKey, 401)
 }

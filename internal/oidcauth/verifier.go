@@ -73,6 +73,7 @@ type Verifier struct {
 	now func() time.Time
 
 	state atomic.Pointer[discovered]
+	cache *tokenCache
 
 	mu      sync.Mutex
 	disc    *discoveryCall
@@ -111,7 +112,7 @@ func newVerifier(ctx context.Context, cfg Config, now func() time.Time) (*Verifi
 	if err != nil {
 		return nil, err
 	}
-	v := &Verifier{cfg: c, ctx: context.WithoutCancel(ctx), now: now}
+	v := &Verifier{cfg: c, ctx: context.WithoutCancel(ctx), now: now, cache: newTokenCache(c.CacheTTL, c.CacheSize)}
 	v.mu.Lock()
 	v.startDiscoveryLocked()
 	v.mu.Unlock()
@@ -237,6 +238,9 @@ func (v *Verifier) verify(ctx context.Context, header string) (*Identity, *Error
 	if e != nil {
 		return nil, e
 	}
+	if id, ok := v.cache.get(tok, v.now()); ok {
+		return id, nil
+	}
 	hdr, iss, e := splitJWT(tok)
 	if e != nil {
 		return nil, e
@@ -289,14 +293,16 @@ func (v *Verifier) verify(ctx context.Context, header string) (*Identity, *Error
 		}
 		return nil, errToken(ReasonNoUserClaim, "the user claim %s %s", quote(v.cfg.UserClaim), what)
 	}
-	return &Identity{
+	id := &Identity{
 		Issuer:    t.Issuer,
 		Subject:   t.Subject,
 		UserID:    user,
 		TokenType: kind,
 		Claims:    claims,
 		Expiry:    t.Expiry,
-	}, nil
+	}
+	v.cache.put(tok, id, v.now())
+	return id, nil
 }
 
 // classify turns a go-oidc error into an *Error. go-oidc wraps KeySet
