@@ -328,21 +328,12 @@ func (s *Store) putRegistrationForce(ctx context.Context, r *hubcore.Registratio
 		}
 		rec, nt := recordOfRegistration(r, cur+1, inline)
 		c := &change{sl: sl, iid: sl.iid, newRec: rec, newTpl: nt, tomb: true, tombID: r.RegistrationID, tombOld: m}
-		if c.iid < 0 {
-			if c.iid, err = s.allocIID(ctx, sl.sh); err != nil {
-				return nil, err
-			}
-		}
-		err = s.apply(ctx, c)
-		var ce *collisionError
-		switch {
-		case err == nil:
-			return s.toRegistration(ctx, sl.sh, rec)
-		case errors.As(err, &ce):
-			inline[ce.hash] = true
-		case errors.Is(err, errRetry):
-		default:
+		done, err := s.tryApply(ctx, c, inline)
+		if err != nil {
 			return nil, err
+		}
+		if done {
+			return s.toRegistration(ctx, sl.sh, rec)
 		}
 	}
 	return nil, unavailable(errors.New("too many concurrent writes to one registration"))

@@ -156,6 +156,30 @@ type collisionError struct{ hash uint64 }
 
 func (e *collisionError) Error() string { return fmt.Sprintf("template hash %x collides", e.hash) }
 
+// tryApply allocates an integer id for a new record, applies the change,
+// and tells the caller's compare-and-set loop what happened: done, go round
+// again (a concurrent write won, or a template hash collided and is now
+// marked in inline), or a final error.
+func (s *Store) tryApply(ctx context.Context, c *change, inline map[uint64]bool) (done bool, err error) {
+	if c.iid < 0 {
+		if c.iid, err = s.allocIID(ctx, c.sl.sh); err != nil {
+			return false, err
+		}
+	}
+	err = s.apply(ctx, c)
+	var ce *collisionError
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.As(err, &ce):
+		inline[ce.hash] = true
+		return false, nil
+	case errors.Is(err, errRetry):
+		return false, nil
+	}
+	return false, err
+}
+
 // maxRetries bounds the compare-and-set loops; reaching it means a record
 // is written faster than a round trip, for seconds.
 const maxRetries = 1000
@@ -378,21 +402,12 @@ func (s *Store) PutInstallation(ctx context.Context, in *hubcore.Installation, i
 		}
 		r, nt := recordOfInstallation(in, cur+1, inline)
 		c := &change{sl: sl, iid: sl.iid, newRec: r, newTpl: nt}
-		if c.iid < 0 {
-			if c.iid, err = s.allocIID(ctx, sl.sh); err != nil {
-				return nil, err
-			}
-		}
-		err = s.apply(ctx, c)
-		var ce *collisionError
-		switch {
-		case err == nil:
-			return s.toInstallation(ctx, sl.sh, r)
-		case errors.As(err, &ce):
-			inline[ce.hash] = true
-		case errors.Is(err, errRetry):
-		default:
+		done, err := s.tryApply(ctx, c, inline)
+		if err != nil {
 			return nil, err
+		}
+		if done {
+			return s.toInstallation(ctx, sl.sh, r)
 		}
 	}
 	return nil, unavailable(errors.New("too many concurrent writes to one installation"))
