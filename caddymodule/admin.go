@@ -85,7 +85,7 @@ func serveAdmin(w http.ResponseWriter, r *http.Request) error {
 	case "dry-run":
 		q := hubcore.AudienceQuery{Expr: n.Expr, Template: n.Format == payload.Template}
 		if !q.Template {
-			q.Platform, _ = platformOfFormat(n.Format)
+			q.Platform, _ = hubcore.PlatformOf(n.Format)
 		}
 		dr, err := hub.Core.DryRun(r.Context(), q)
 		if err != nil {
@@ -116,15 +116,6 @@ func notificationOf(h *hubcore.Hub, req adminSend) (hubcore.Notification, error)
 		n.Expr = e
 	}
 	return n, nil
-}
-
-func platformOfFormat(f payload.Format) (hubcore.Platform, bool) {
-	for _, p := range hubcore.Platforms {
-		if p.Format() == f {
-			return p, true
-		}
-	}
-	return "", false
 }
 
 // logSender is the log-only delivery target: each notification is logged

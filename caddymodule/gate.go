@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -255,7 +256,7 @@ func (g *Gate) serveDevice(w http.ResponseWriter, r *http.Request, route string)
 func (g *Gate) withRetry(ctx context.Context, req *request, h func(context.Context, *request) (int, any, error)) (int, any, error) {
 	for attempt := 0; ; attempt++ {
 		status, resp, err := h(ctx, req)
-		if hubcore.CodeOf(err) != hubcore.CodeConflict || attempt == 4 || req.ifMatch > 0 {
+		if hubcore.CodeOf(err) != hubcore.CodeConflict || attempt == 4 {
 			return status, resp, err
 		}
 	}
@@ -292,11 +293,10 @@ func (g *Gate) authFailed(w http.ResponseWriter, err error) int {
 }
 
 type request struct {
-	r       *http.Request
-	user    policy.User
-	id      string
-	body    []byte
-	ifMatch int64
+	r    *http.Request
+	user policy.User
+	id   string
+	body []byte
 }
 
 func userOf(id *oidcauth.Identity) policy.User {
@@ -441,7 +441,7 @@ func (g *Gate) writeOver(ctx context.Context, req *request, in, stored *hubcore.
 func grantResponse(saved, requested *hubcore.Installation, removedTemplates []string) any {
 	var dropped []string
 	for _, t := range requested.Tags {
-		if !containsFold(saved.Tags, t) {
+		if !slices.ContainsFunc(saved.Tags, func(x string) bool { return tag.Equal(x, t) }) {
 			dropped = append(dropped, t)
 		}
 	}
@@ -450,15 +450,6 @@ func grantResponse(saved, requested *hubcore.Installation, removedTemplates []st
 		DroppedTags      []string              `json:"droppedTags,omitempty"`
 		DroppedTemplates []string              `json:"droppedTemplates,omitempty"`
 	}{saved, dropped, removedTemplates}
-}
-
-func containsFold(list []string, s string) bool {
-	for _, x := range list {
-		if tag.Equal(x, s) {
-			return true
-		}
-	}
-	return false
 }
 
 func (g *Gate) getInstallation(ctx context.Context, req *request) (int, any, error) {

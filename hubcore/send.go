@@ -3,6 +3,7 @@ package hubcore
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/pushgate/pushgate/hubcore/payload"
 	"github.com/pushgate/pushgate/hubcore/tagexpr"
@@ -93,14 +94,14 @@ func (h *Hub) Send(ctx context.Context, n Notification, s Sender) (Outcome, erro
 			return Outcome{}, &Error{Code: CodeInvalid, Field: "body", Reason: err.Error(), Err: err}
 		}
 	} else {
-		p, err := platformOf(n.Format)
+		p, err := PlatformOf(n.Format)
 		if err != nil {
 			return Outcome{}, err
 		}
 		q.Platform = p
 		wnsType := ""
 		for _, hd := range n.Headers {
-			if p == WNS && equalFoldASCII(hd.Name, "X-WNS-Type") {
+			if p == WNS && strings.EqualFold(hd.Name, "X-WNS-Type") {
 				wnsType = hd.Value
 			}
 		}
@@ -156,31 +157,12 @@ func (h *Hub) Send(ctx context.Context, n Notification, s Sender) (Outcome, erro
 	return out, err
 }
 
-// platformOf maps a native send's format to the platform it targets.
-func platformOf(f payload.Format) (Platform, error) {
+// PlatformOf maps a native send's format to the platform it targets.
+func PlatformOf(f payload.Format) (Platform, error) {
 	for _, p := range Platforms {
 		if p.Format() == f {
 			return p, nil
 		}
 	}
 	return "", &Error{Code: CodeInvalid, Field: "format", Reason: fmt.Sprintf("format %q is not a native platform format", f)}
-}
-
-func equalFoldASCII(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }

@@ -37,7 +37,10 @@ func TestSendTemplateToUserAndEvent(t *testing.T) {
 	}
 	put("phone", hubcore.APNS, token, "alice", []string{"userId:alice", "event:comment"}, apnsTpl, nil)
 	put("tablet", hubcore.FCMV1, "tok:tablet", "alice", []string{"userId:alice", "event:comment"}, fcmTpl, map[string]string{"city": "Oslo"})
-	put("old-tablet", hubcore.FCMV1, "tok:tablet", "alice", []string{"userId:alice", "event:comment"}, fcmTpl, nil) // same handle: skipped
+	// Same handle as "tablet": whichever the store yields second is skipped,
+	// so both carry the same variables and the rendering does not depend on
+	// the store's order.
+	put("old-tablet", hubcore.FCMV1, "tok:tablet", "alice", []string{"userId:alice", "event:comment"}, fcmTpl, map[string]string{"city": "Oslo"})
 	put("muted", hubcore.FCMV1, "tok:muted", "alice", []string{"userId:alice"}, fcmTpl, nil)
 	put("bob", hubcore.APNS, strings.ToLower(token[:62])+"aa", "bob", []string{"userId:bob", "event:comment"}, apnsTpl, nil)
 

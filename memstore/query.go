@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/pushgate/pushgate/hubcore"
 	"github.com/pushgate/pushgate/hubcore/tag"
@@ -145,21 +146,7 @@ func (s *Store) candidatesLocked(f filter, prefix string) []string {
 // ListInstallations implements hubcore.Store.
 func (s *Store) ListInstallations(ctx context.Context, q hubcore.ListQuery, page hubcore.PageRequest) (hubcore.Page[*hubcore.Installation], error) {
 	var out hubcore.Page[*hubcore.Installation]
-	limit, err := pageLimit(page)
-	if err != nil {
-		return out, err
-	}
-	f, err := newFilter(q)
-	if err != nil {
-		return out, err
-	}
-	var after cursor
-	if page.Cursor != "" {
-		if after, err = decodeCursor(page.Cursor, 'i'); err != nil {
-			return out, err
-		}
-	}
-	now, err := s.lockRead()
+	limit, f, after, now, err := s.beginList(q, page, 'i')
 	if err != nil {
 		return out, err
 	}
@@ -182,6 +169,24 @@ func (s *Store) ListInstallations(ctx context.Context, q hubcore.ListQuery, page
 	return out, nil
 }
 
+// beginList checks a listing's arguments and takes the read lock (which the
+// caller releases) only when they are valid.
+func (s *Store) beginList(q hubcore.ListQuery, page hubcore.PageRequest, kind byte) (limit int, f filter, after cursor, now time.Time, err error) {
+	if limit, err = pageLimit(page); err != nil {
+		return
+	}
+	if f, err = newFilter(q); err != nil {
+		return
+	}
+	if page.Cursor != "" {
+		if after, err = decodeCursor(page.Cursor, kind); err != nil {
+			return
+		}
+	}
+	now, err = s.lockRead()
+	return
+}
+
 // keysAfter keeps the keys at or after (strict: after) from.
 func keysAfter(keys []string, from string, strict bool) []string {
 	if from == "" {
@@ -199,21 +204,7 @@ func keysAfter(keys []string, from string, strict bool) []string {
 // ListRegistrations implements hubcore.Store.
 func (s *Store) ListRegistrations(ctx context.Context, q hubcore.ListQuery, page hubcore.PageRequest) (hubcore.Page[*hubcore.Registration], error) {
 	var out hubcore.Page[*hubcore.Registration]
-	limit, err := pageLimit(page)
-	if err != nil {
-		return out, err
-	}
-	f, err := newFilter(q)
-	if err != nil {
-		return out, err
-	}
-	var after cursor
-	if page.Cursor != "" {
-		if after, err = decodeCursor(page.Cursor, 'r'); err != nil {
-			return out, err
-		}
-	}
-	now, err := s.lockRead()
+	limit, f, after, now, err := s.beginList(q, page, 'r')
 	if err != nil {
 		return out, err
 	}
