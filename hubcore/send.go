@@ -26,6 +26,7 @@ type Notification struct {
 // Delivery is one notification for one device, rendered and checked: what
 // a platform sender needs.
 type Delivery struct {
+	NotificationID string
 	RegistrationID string
 	InstallationID string
 	Platform       Platform
