@@ -170,6 +170,19 @@ type AudienceQuery struct {
 	// native registrations of Platform are selected.
 	Template bool
 	Platform Platform
+	// Parts, when positive, cuts the audience into Parts disjoint parts
+	// that together are the whole, and selects part Part (0..Parts-1): the
+	// fan-out runs each part as its own job. Which entries fall in which
+	// part is the store's choice (its shards); a part may be empty.
+	Part, Parts int
+}
+
+// CheckParts validates the Part/Parts of q.
+func (q AudienceQuery) CheckParts() error {
+	if q.Parts < 0 || q.Parts > 1<<16 || (q.Parts > 0 && (q.Part < 0 || q.Part >= q.Parts)) || (q.Parts == 0 && q.Part != 0) {
+		return invalid("part", "part %d of %d is out of range", q.Part, q.Parts)
+	}
+	return nil
 }
 
 // Target is one registration a send reaches. Its Template and

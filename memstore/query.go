@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"sort"
 	"strings"
@@ -236,6 +237,9 @@ func (s *Store) ListRegistrations(ctx context.Context, q hubcore.ListQuery, page
 }
 
 func checkAudience(q hubcore.AudienceQuery) error {
+	if err := q.CheckParts(); err != nil {
+		return err
+	}
 	if q.Platform != "" {
 		if _, err := hubcore.ParsePlatform(string(q.Platform)); err != nil {
 			return err
@@ -308,6 +312,23 @@ func appendTargets(dst []hubcore.Target, rec *record, q hubcore.AudienceQuery, e
 	return dst
 }
 
+// inPart keeps the record keys in q's part: parts are hash classes of the
+// record key, so that an entry stays in one part whatever is written.
+func inPart(keys []string, q hubcore.AudienceQuery) []string {
+	if q.Parts <= 0 {
+		return keys
+	}
+	out := keys[:0]
+	for _, k := range keys {
+		h := fnv.New32a()
+		h.Write([]byte(k))
+		if int(h.Sum32()%uint32(q.Parts)) == q.Part {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 // resolveChunk is how many candidate records Resolve matches per read lock,
 // so that writers are never held off for long.
 const resolveChunk = 512
@@ -325,7 +346,7 @@ func (s *Store) Resolve(ctx context.Context, q hubcore.AudienceQuery, batch int,
 		return err
 	}
 	plan := tagexpr.NewPlan(q.Expr, stats{s})
-	keys := s.candidateKeysLocked(plan, false)
+	keys := inPart(s.candidateKeysLocked(plan, false), q)
 	s.mu.RUnlock()
 
 	var pending []hubcore.Target
@@ -371,7 +392,7 @@ func (s *Store) Count(ctx context.Context, q hubcore.AudienceQuery) (int64, erro
 	plan := tagexpr.NewPlan(q.Expr, stats{s})
 	var n int64
 	var buf []hubcore.Target
-	for _, k := range s.candidateKeysLocked(plan, false) {
+	for _, k := range inPart(s.candidateKeysLocked(plan, false), q) {
 		if rec := s.liveLocked(k, now, false); rec != nil {
 			buf = appendTargets(buf[:0], rec, q, q.Expr)
 			n += int64(len(buf))

@@ -122,7 +122,7 @@ func (s *Store) EditTags(ctx context.Context, e *tagexpr.Expr, add, remove []str
 	// and writes to what it scans do not mix well.
 	var keys []string
 	var mu sync.Mutex
-	err := s.execute(ctx, e, func(w *worker) visitor {
+	err := s.execute(ctx, hubcore.AudienceQuery{Expr: e}, func(w *worker) visitor {
 		return &collectSink{w: w, e: e, out: func(k string) {
 			mu.Lock()
 			keys = append(keys, k)

@@ -93,6 +93,9 @@ func (s *Store) Plan(ctx context.Context, e *tagexpr.Expr) (*tagexpr.Plan, error
 }
 
 func checkQuery(q hubcore.AudienceQuery) error {
+	if err := q.CheckParts(); err != nil {
+		return err
+	}
 	if !q.Template && q.Platform == "" {
 		return invalid("platform", "a native send needs a platform")
 	}
@@ -117,7 +120,7 @@ func (s *Store) Resolve(ctx context.Context, q hubcore.AudienceQuery, batch int,
 	out := make(chan []hubcore.Target, 4)
 	var werr error
 	go func() {
-		werr = s.execute(ctx, q.Expr, func(w *worker) visitor {
+		werr = s.execute(ctx, q, func(w *worker) visitor {
 			return &targetSink{s: s, q: q, w: w, batch: batch, out: out, ctx: ctx}
 		})
 		close(out)
@@ -144,7 +147,7 @@ func (s *Store) Count(ctx context.Context, q hubcore.AudienceQuery) (int64, erro
 		return 0, err
 	}
 	var n atomic.Int64
-	err := s.execute(ctx, q.Expr, func(w *worker) visitor {
+	err := s.execute(ctx, q, func(w *worker) visitor {
 		return &countSink{q: q, w: w, n: &n}
 	})
 	return n.Load(), err
@@ -175,8 +178,12 @@ const smallFetch = 4096
 // shard in one pipeline; if the candidates are few, their records are read
 // in one more pipeline, otherwise each shard streams its candidates and
 // further chunks concurrently.
-func (s *Store) execute(ctx context.Context, e *tagexpr.Expr, mk func(*worker) visitor) error {
-	plan, err := s.Plan(ctx, e)
+//
+// A query for one part of several (q.Parts > 0) runs on the shards sh with
+// sh % Parts == Part only; the worker slices are indexed by position, each
+// worker knowing its shard.
+func (s *Store) execute(ctx context.Context, q hubcore.AudienceQuery, mk func(*worker) visitor) error {
+	plan, err := s.Plan(ctx, q.Expr)
 	if err != nil {
 		return err
 	}
@@ -187,11 +194,18 @@ func (s *Store) execute(ctx context.Context, e *tagexpr.Expr, mk func(*worker) v
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	now := s.now()
-	ws := make([]*worker, s.l.shards)
-	vs := make([]visitor, s.l.shards)
-	for sh := range ws {
-		ws[sh] = &worker{s: s, sh: sh, now: now, kx: kx, expr: plan.Expr}
-		vs[sh] = mk(ws[sh])
+	var ws []*worker
+	var vs []visitor
+	for sh := 0; sh < s.l.shards; sh++ {
+		if q.Parts > 0 && sh%q.Parts != q.Part {
+			continue
+		}
+		w := &worker{s: s, sh: sh, now: now, kx: kx, expr: plan.Expr}
+		ws = append(ws, w)
+		vs = append(vs, mk(w))
+	}
+	if len(ws) == 0 {
+		return nil
 	}
 	for i := range plan.Steps {
 		if err := s.runStep(ctx, plan, i, ws, vs); err != nil {
@@ -214,11 +228,20 @@ func (s *Store) runStep(ctx context.Context, plan *tagexpr.Plan, i int, ws []*wo
 	}
 	if id, ok := installationTag(d); ok {
 		sh := hashOf(hInstallation, id).shard(s.l.shards)
+		k := -1
+		for i, w := range ws {
+			if w.sh == sh {
+				k = i
+			}
+		}
+		if k < 0 {
+			return nil // the installation is in another part
+		}
 		sl, err := s.locate(ctx, hInstallation, id)
 		if err != nil || sl.rec == nil {
 			return err
 		}
-		return ws[sh].process(ctx, sl.raw, d, earlier, vs[sh])
+		return ws[k].process(ctx, sl.raw, d, earlier, vs[k])
 	}
 	// Phase 1: the first chunk of every shard.
 	scans := make([]*scan, len(ws))

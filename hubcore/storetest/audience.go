@@ -343,6 +343,39 @@ func testAudienceProperty(h *harness) {
 		if err != nil || n != int64(len(ts)) {
 			h.t.Fatalf("%s: Count = %d, %v; Resolve gave %d", what, n, err, len(ts))
 		}
+		// Cut into parts, the audience is the same: parts are disjoint and
+		// their union is the whole.
+		parts := 2 + r.IntN(6)
+		seen := make(map[string]int, len(ts))
+		for part := 0; part < parts; part++ {
+			pq := q
+			pq.Part, pq.Parts = part, parts
+			pts, err := h.resolve(pq, batch)
+			if err != nil {
+				h.t.Fatalf("%s, part %d/%d: Resolve: %v", what, part, parts, err)
+			}
+			for _, id := range targetIDs(pts) {
+				if prev, dup := seen[id]; dup {
+					h.t.Fatalf("%s: target %s in parts %d and %d of %d", what, id, prev, part, parts)
+				}
+				seen[id] = part
+			}
+			pn, err := h.s.Count(h.ctx, pq)
+			if err != nil || pn != int64(len(pts)) {
+				h.t.Fatalf("%s, part %d/%d: Count = %d, %v; Resolve gave %d", what, part, parts, pn, err, len(pts))
+			}
+		}
+		if len(seen) != len(ts) {
+			h.t.Fatalf("%s: the %d parts hold %d targets; the whole has %d", what, parts, len(seen), len(ts))
+		}
+	}
+	for _, bad := range []hubcore.AudienceQuery{{Template: true, Part: 1}, {Template: true, Part: 3, Parts: 3}, {Template: true, Part: -1, Parts: 2}, {Template: true, Parts: -1}} {
+		if _, err := h.resolve(bad, 10); hubcore.CodeOf(err) != hubcore.CodeInvalid {
+			h.t.Errorf("Resolve of part %d/%d: %v; want CodeInvalid", bad.Part, bad.Parts, err)
+		}
+		if _, err := h.s.Count(h.ctx, bad); hubcore.CodeOf(err) != hubcore.CodeInvalid {
+			h.t.Errorf("Count of part %d/%d: %v; want CodeInvalid", bad.Part, bad.Parts, err)
+		}
 	}
 	check("template broadcast", hubcore.AudienceQuery{Template: true})
 	for _, p := range hubcore.Platforms {
