@@ -81,40 +81,85 @@ func (o *Outcome) counts(p Platform) *Counts {
 // SendBatch is the number of targets resolved per store round trip.
 const SendBatch = 500
 
-// Send resolves the notification's audience, renders each target, keeps
-// one delivery per handle and hands the deliveries to s, synchronously. It
-// is the simple in-process pipeline; the distributed fan-out builds on the
-// same steps.
-func (h *Hub) Send(ctx context.Context, n Notification, s Sender) (Outcome, error) {
-	q := AudienceQuery{Expr: n.Expr}
-	var props template.PropMap
+// Prepared is a checked notification: the audience query it implies and,
+// for a template send, the parsed properties.
+type Prepared struct {
+	Query AudienceQuery
+	Props template.PropMap
+	n     Notification
+}
+
+// Prepare checks a notification before anything is resolved: the body of a
+// template send parses as properties, a native body passes its platform's
+// payload rules. Errors are *Error (CodeInvalid, CodeLimit).
+func Prepare(n Notification) (*Prepared, error) {
+	p := &Prepared{n: n, Query: AudienceQuery{Expr: n.Expr}}
 	if n.Format == payload.Template {
-		q.Template = true
+		p.Query.Template = true
 		var err error
-		if props, err = template.ParseProps(n.Body); err != nil {
-			return Outcome{}, &Error{Code: CodeInvalid, Field: "body", Reason: err.Error(), Err: err}
+		if p.Props, err = template.ParseProps(n.Body); err != nil {
+			return nil, &Error{Code: CodeInvalid, Field: "body", Reason: err.Error(), Err: err}
 		}
-	} else {
-		p, err := PlatformOf(n.Format)
-		if err != nil {
-			return Outcome{}, err
+		return p, nil
+	}
+	pl, err := PlatformOf(n.Format)
+	if err != nil {
+		return nil, err
+	}
+	p.Query.Platform = pl
+	wnsType := ""
+	for _, hd := range n.Headers {
+		if pl == WNS && strings.EqualFold(hd.Name, "X-WNS-Type") {
+			wnsType = hd.Value
 		}
-		q.Platform = p
-		wnsType := ""
-		for _, hd := range n.Headers {
-			if p == WNS && strings.EqualFold(hd.Name, "X-WNS-Type") {
-				wnsType = hd.Value
-			}
+	}
+	if err := payload.Check(n.Format, n.Body, wnsType); err != nil {
+		return nil, renderError("body", err)
+	}
+	return p, nil
+}
+
+// Render makes target t's delivery: the target's template rendered with the
+// send's properties over its push variables, or the native body. buf is a
+// scratch buffer (returned grown) for rendering; the delivery's body is its
+// own copy. On failure it returns the outcome to count instead
+// (OutcomeInvalidNotificationSize or OutcomeInvalidPayload).
+func (p *Prepared) Render(t *Target, buf []byte) (*Delivery, []byte, OutcomeName) {
+	d := &Delivery{RegistrationID: t.RegistrationID, InstallationID: t.InstallationID, Platform: t.Platform, Channel: t.Channel}
+	if !p.Query.Template {
+		d.Rendered = Rendered{Body: p.n.Body, Headers: p.n.Headers}
+		return d, buf, ""
+	}
+	ct := t.Template.Compiled()
+	if ct == nil {
+		return nil, buf, OutcomeInvalidPayload
+	}
+	r, err := ct.Render(buf[:0], t.Platform, &template.Overlay{Over: p.Props, Under: template.NewPropMap(t.PushVariables)})
+	if err != nil {
+		if CodeOf(err) == CodeLimit {
+			return nil, buf, OutcomeInvalidNotificationSize
 		}
-		if err := payload.Check(n.Format, n.Body, wnsType); err != nil {
-			return Outcome{}, renderError("body", err)
-		}
+		return nil, buf, OutcomeInvalidPayload
+	}
+	buf = r.Body
+	r.Body = append([]byte(nil), r.Body...)
+	d.Rendered = r
+	return d, buf, ""
+}
+
+// Send resolves the notification's audience, renders each target, keeps
+// one delivery per handle and hands the deliveries to s, synchronously, in
+// this process. It suits small sends and tests; the fan-out package runs
+// sends across replicas with retries, pacing and stored outcomes.
+func (h *Hub) Send(ctx context.Context, n Notification, s Sender) (Outcome, error) {
+	p, err := Prepare(n)
+	if err != nil {
+		return Outcome{}, err
 	}
 	var out Outcome
 	seen := make(map[string]struct{})
 	var buf []byte
-	overlay := &template.Overlay{Over: props}
-	err := h.store.Resolve(ctx, q, SendBatch, func(targets []Target) error {
+	err = h.store.Resolve(ctx, p.Query, SendBatch, func(targets []Target) error {
 		for i := range targets {
 			t := &targets[i]
 			out.Targets++
@@ -125,24 +170,11 @@ func (h *Hub) Send(ctx context.Context, n Notification, s Sender) (Outcome, erro
 				continue
 			}
 			seen[key] = struct{}{}
-			d := &Delivery{RegistrationID: t.RegistrationID, InstallationID: t.InstallationID, Platform: t.Platform, Channel: t.Channel}
-			if q.Template {
-				ct := t.Template.Compiled()
-				if ct == nil {
-					c.Invalid++
-					continue
-				}
-				overlay.Under = template.NewPropMap(t.PushVariables)
-				r, err := ct.Render(buf[:0], t.Platform, overlay)
-				if err != nil {
-					c.Invalid++
-					continue
-				}
-				buf = r.Body
-				r.Body = append([]byte(nil), r.Body...)
-				d.Rendered = r
-			} else {
-				d.Rendered = Rendered{Body: n.Body, Headers: n.Headers}
+			var d *Delivery
+			var bad OutcomeName
+			if d, buf, bad = p.Render(t, buf); bad != "" {
+				c.Invalid++
+				continue
 			}
 			if err := s.Send(ctx, d); err != nil {
 				if ctx.Err() != nil {
