@@ -85,7 +85,10 @@ type Config struct {
 	RetryBase, RetryMax time.Duration
 	// Poll is how often this replica looks for due scheduled sends
 	// (default 500 ms).
-	Poll     time.Duration
+	Poll time.Duration
+	// Grace is how long Run lets the jobs in progress finish once its
+	// context ends (default 0: they stop at once and are reclaimed).
+	Grace    time.Duration
 	Now      func() time.Time
 	Logger   *slog.Logger
 	Observer Observer
@@ -255,37 +258,58 @@ func (e *Engine) Feedback(ctx context.Context, cursor string, limit int) ([]hubc
 	return e.cfg.Broker.Feedback(ctx, cursor, limit)
 }
 
-// Run claims and runs jobs and fires due scheduled sends until ctx ends. A
-// job cut short by the end of ctx is not finished: another replica (or
-// this one, restarted) reclaims it.
+// Run claims and runs jobs and fires due scheduled sends until ctx ends.
+// Then it claims nothing more and gives the jobs in progress Grace to
+// finish; a job cut short is not finished, and another replica (or this
+// one, restarted) reclaims it.
 func (e *Engine) Run(ctx context.Context) error {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		return errors.New("fanout: engine closed")
+		return errors.New("fanout: engine already ran")
 	}
+	e.closed = true
 	e.mu.Unlock()
-	var wg sync.WaitGroup
+	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHard()
+	var lanes, workers sync.WaitGroup
 	for _, l := range e.lanes {
-		l.start(ctx, &wg)
+		l.start(hard, &lanes)
 	}
 	for i := 0; i < e.cfg.Workers; i++ {
-		wg.Add(1)
+		workers.Add(1)
 		go func() {
-			defer wg.Done()
-			e.work(ctx)
+			defer workers.Done()
+			e.work(ctx, hard)
 		}()
 	}
-	wg.Add(1)
+	workers.Add(1)
 	go func() {
-		defer wg.Done()
+		defer workers.Done()
 		e.schedule(ctx)
 	}()
-	wg.Wait()
+	idle := make(chan struct{})
+	go func() {
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			t := time.NewTimer(e.cfg.Grace)
+			defer t.Stop()
+			select {
+			case <-idle:
+			case <-t.C:
+				cancelHard()
+			}
+		}
+	}()
+	workers.Wait()
+	close(idle)
+	cancelHard()
+	lanes.Wait()
 	return nil
 }
 
-func (e *Engine) work(ctx context.Context) {
+func (e *Engine) work(ctx, hard context.Context) {
 	for ctx.Err() == nil {
 		claims, err := e.cfg.Broker.Claim(ctx, e.cfg.Consumer, 1, e.cfg.ReclaimAfter, 2*time.Second)
 		if err != nil {
@@ -297,7 +321,7 @@ func (e *Engine) work(ctx context.Context) {
 			continue
 		}
 		for _, c := range claims {
-			if err := e.runJob(ctx, c); err != nil && ctx.Err() == nil {
+			if err := e.runJob(hard, c); err != nil && hard.Err() == nil {
 				// Left unfinished: the job is reclaimed after ReclaimAfter.
 				e.cfg.Logger.Warn("job failed; it will be retried", "notification", c.NotificationID, "part", c.Part, "attempt", c.Attempt, "error", err)
 			}

@@ -34,7 +34,7 @@ func handleHash(p hubcore.Platform, key string) uint64 {
 	for i := 0; i < len(p); i++ {
 		h = (h ^ uint64(p[i])) * prime
 	}
-	h = (h ^ 0) * prime
+	h *= prime // the separator byte, 0
 	for i := 0; i < len(key); i++ {
 		h = (h ^ uint64(key[i])) * prime
 	}
