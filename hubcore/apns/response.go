@@ -1,0 +1,110 @@
+package apns
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pushgate/pushgate/hubcore"
+)
+
+// errorBody is what APNs answers a refusal with; 410s add when (ms since
+// the epoch) the token stopped being valid for the topic.
+type errorBody struct {
+	Reason    string `json:"reason"`
+	Timestamp int64  `json:"timestamp"`
+}
+
+// parseErrorBody reads an APNs error body. A body that does not parse
+// yields an empty reason: the status alone then classifies the answer.
+func parseErrorBody(b []byte) (reason string, timestamp int64) {
+	var e errorBody
+	if json.Unmarshal(b, &e) != nil {
+		return "", 0
+	}
+	return e.Reason, e.Timestamp
+}
+
+// maxRetryAfter bounds a Retry-After so that a bogus header cannot park a
+// delivery for years (or overflow a Duration).
+const maxRetryAfter = 24 * time.Hour
+
+// parseRetryAfter reads a Retry-After header: delay-seconds or an
+// HTTP-date (RFC 9110 §10.2.3). Zero when absent or unreadable.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if v[0] >= '0' && v[0] <= '9' {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			if ne, ok := err.(*strconv.NumError); ok && ne.Err == strconv.ErrRange {
+				return maxRetryAfter
+			}
+			return 0
+		}
+		if n > uint64(maxRetryAfter/time.Second) {
+			return maxRetryAfter
+		}
+		return time.Duration(n) * time.Second
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0
+	}
+	d := t.Sub(now)
+	switch {
+	case d < 0:
+		return 0
+	case d > maxRetryAfter:
+		return maxRetryAfter
+	}
+	return d
+}
+
+// classify maps an APNs refusal to the hub's outcome (§8.2 of the
+// reference, completed with the reasons Apple documents).
+func classify(status int, reason string, retryAfter time.Duration) *hubcore.PushError {
+	e := &hubcore.PushError{Status: status, Reason: reason}
+	switch {
+	case reason == "TooManyProviderTokenUpdates":
+		// Apple answers it with 429; the credentials are fine, but this
+		// connection's token churned: wait, and it passes.
+		e.Outcome, e.Retry, e.RetryAfter = hubcore.OutcomeInvalidCredentials, true, retryAfter
+	case status == http.StatusGone:
+		// Unregistered, ExpiredToken: the app is gone from the device.
+		e.Outcome, e.ExpireHandle = hubcore.OutcomeExpiredChannel, true
+	case status == http.StatusBadRequest && reason == "BadDeviceToken":
+		e.Outcome, e.ExpireHandle = hubcore.OutcomeBadChannel, true
+	case status == http.StatusBadRequest && reason == "DeviceTokenNotForTopic":
+		e.Outcome, e.ExpireHandle = hubcore.OutcomeWrongToken, true
+	case status == http.StatusBadRequest && reason == "IdleTimeout":
+		// The connection idled out under the request: sending again works.
+		e.Outcome, e.Retry = hubcore.OutcomePnsUnavailable, true
+	case status == http.StatusRequestEntityTooLarge:
+		e.Outcome = hubcore.OutcomeInvalidNotificationSize
+	case status == http.StatusForbidden:
+		// InvalidProviderToken, MissingProviderToken, ExpiredProviderToken
+		// (after the one refresh), BadCertificate(Environment), Forbidden,
+		// and Apple's newer key-id reasons.
+		e.Outcome = hubcore.OutcomeInvalidCredentials
+	case status == http.StatusTooManyRequests:
+		e.Outcome, e.Retry, e.RetryAfter = hubcore.OutcomeThrottled, true, retryAfter
+	case status == http.StatusServiceUnavailable:
+		e.Outcome, e.Retry, e.RetryAfter = hubcore.OutcomePnsUnavailable, true, retryAfter
+	case status >= 500:
+		e.Outcome, e.Retry, e.RetryAfter = hubcore.OutcomePnsServerError, true, retryAfter
+	case status >= 400:
+		// BadTopic, BadPriority, BadExpirationDate, BadCollapseId,
+		// BadMessageId, PayloadEmpty, TopicDisallowed, InvalidPushType,
+		// MissingTopic, DuplicateHeaders, BadPath, MethodNotAllowed…: the
+		// request was wrong; sending it again will not help.
+		e.Outcome = hubcore.OutcomePnsInterfaceError
+	default:
+		e.Outcome = hubcore.OutcomeUnknownError
+	}
+	return e
+}
