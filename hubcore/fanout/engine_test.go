@@ -3,6 +3,7 @@ package fanout_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +20,13 @@ import (
 	"github.com/pushgate/pushgate/redisstore"
 )
 
-func TestMain(m *testing.M) { redistest.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(replicaEnv) != "" {
+		replicaMain() // a child process of TestReplicaKilled
+		return
+	}
+	redistest.Main(m)
+}
 
 // env is a hub's registry and broker, in memory or in a real Redis.
 type env struct {

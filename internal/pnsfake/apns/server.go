@@ -35,6 +35,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
 	"log"
@@ -218,6 +219,12 @@ func (s *Server) CertPool() *x509.CertPool {
 		p.AddCert(s.leaf)
 	}
 	return p
+}
+
+// CertPEM is the fake's self-signed certificate in PEM, for clients in
+// other processes (a root CA file).
+func (s *Server) CertPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.leaf.Raw})
 }
 
 // Conns is the number of connections accepted so far.
