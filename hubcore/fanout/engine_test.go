@@ -257,6 +257,14 @@ func TestBroadcastCountsEveryTarget(t *testing.T) {
 		if o := wait(t, en, id); o.Parts != 1 || o.Counts[hubcore.APNS][hubcore.OutcomeSuccess] != 1 {
 			t.Fatalf("single send outcome %+v", o)
 		}
+		// A small send is one part, de-duplicated in memory.
+		id, err = en.Submit(context.Background(), templateSend(e, t, "$InstallationId:{dup} || $InstallationId:{inst-0}", "d"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o := wait(t, en, id); o.Parts != 1 || o.Counts[hubcore.FCMV1][hubcore.OutcomeSuccess] != 1 || o.Counts[hubcore.FCMV1][hubcore.OutcomeSkipped] != 1 {
+			t.Fatalf("small send with a duplicate: %+v %v", o, o.Counts)
+		}
 		// An empty expression reaches nobody.
 		id, err = en.Submit(context.Background(), templateSend(e, t, "", "x"))
 		if err != nil {

@@ -18,6 +18,8 @@ type run struct {
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	counts Counts
+	// local de-duplicates a one-part send in memory.
+	local map[uint64]struct{}
 }
 
 func (r *run) count(p hubcore.Platform, o hubcore.OutcomeName) {
@@ -65,12 +67,20 @@ func (e *Engine) runJob(ctx context.Context, c Claim) error {
 		}
 		return err
 	}
-	if err := e.cfg.Broker.Start(ctx, spec.ID, e.cfg.Now()); err != nil {
-		return err
-	}
+	// Marking the send Processing need not delay its first delivery; it
+	// only has to happen before the part finishes.
+	started := make(chan error, 1)
+	go func() { started <- e.cfg.Broker.Start(ctx, spec.ID, e.cfg.Now()) }()
 	jctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r := &run{e: e, claim: c, spec: spec, ctx: jctx, counts: Counts{}}
+	if spec.Parts == 1 {
+		// The part is the whole send: duplicates can only be within it, so
+		// this replica tells them apart itself (the audience is small, or
+		// a direct send's list). A re-run after a crash starts afresh,
+		// as the broker's rule for an earlier attempt of the same part.
+		r.local = make(map[uint64]struct{})
+	}
 
 	// Keep the claim while working, so that no other replica takes it.
 	touched := make(chan struct{})
@@ -94,6 +104,9 @@ func (e *Engine) runJob(ctx context.Context, c Claim) error {
 	r.wg.Wait() // every delivery handed out has been counted
 	cancel()
 	<-touched
+	if serr := <-started; err == nil {
+		err = serr
+	}
 	if err != nil {
 		return err
 	}
@@ -154,7 +167,14 @@ func (e *Engine) deliverBatch(r *run, p *hubcore.Prepared, ts []hubcore.Target) 
 		hashes[i] = handleHash(ts[i].Platform, ts[i].Channel.Key(ts[i].Platform))
 	}
 	fresh := make([]bool, len(ts))
-	if err := e.cfg.Broker.Dedupe(r.ctx, r.spec.ID, r.claim.Part, r.claim.Attempt, hashes, fresh); err != nil {
+	if r.local != nil {
+		for i, h := range hashes {
+			if _, dup := r.local[h]; !dup {
+				r.local[h] = struct{}{}
+				fresh[i] = true
+			}
+		}
+	} else if err := e.cfg.Broker.Dedupe(r.ctx, r.spec.ID, r.claim.Part, r.claim.Attempt, hashes, fresh); err != nil {
 		return err
 	}
 	past := !e.cfg.Now().Before(r.spec.Deadline)
