@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pushgate/pushgate/hubcore"
+	"github.com/pushgate/pushgate/hubcore/fanout"
 	"github.com/pushgate/pushgate/internal/devissuer"
 	"github.com/pushgate/pushgate/memstore"
 	"github.com/pushgate/pushgate/redisstore"
@@ -39,12 +40,15 @@ type App struct {
 	// dev-token`. Never in production.
 	DevIssuer string `json:"dev_issuer,omitempty"`
 
-	hubs   map[string]*Hub
-	keys   []string
-	dev    *http.Server
-	devLn  net.Listener
-	ctx    caddy.Context
-	logger *zap.Logger
+	hubs       map[string]*Hub
+	keys       []string
+	engineKeys []string
+	brokerKeys []string
+	dmetrics   *deliveryMetrics
+	dev        *http.Server
+	devLn      net.Listener
+	ctx        caddy.Context
+	logger     *zap.Logger
 }
 
 // HubConfig configures one hub.
@@ -65,6 +69,9 @@ type HubConfig struct {
 	// TTL, when set, is the longest lifetime of an installation or
 	// registration.
 	TTL caddy.Duration `json:"ttl,omitempty"`
+	// Delivery configures the push services and this replica's share of
+	// the sending; without it every platform counts NoCredentials.
+	Delivery *DeliveryConfig `json:"delivery,omitempty"`
 }
 
 // RedisConfig says where a hub's Redis is. Several addresses mean a
@@ -79,10 +86,12 @@ type RedisConfig struct {
 	Shards int `json:"shards,omitempty"`
 }
 
-// Hub is a provisioned hub: the hub core over its store.
+// Hub is a provisioned hub: the hub core over its store, and the fan-out
+// engine that sends for it.
 type Hub struct {
-	Name string
-	Core *hubcore.Hub
+	Name   string
+	Core   *hubcore.Hub
+	Engine *fanout.Engine
 }
 
 // CaddyModule returns the Caddy module information.
@@ -107,6 +116,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
 	a.hubs = make(map[string]*Hub)
+	a.dmetrics = registerDeliveryMetrics(ctx.GetMetricsRegistry())
 	repl := caddy.NewReplacer()
 	for _, hc := range a.Hubs {
 		if hc.Name == "" {
@@ -132,7 +142,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		a.keys = append(a.keys, key)
 		a.logger.Info("hub ready", zap.String("hub", hc.Name), zap.String("store", hc.storeKind()), zap.Bool("shared_with_previous_config", loaded))
-		a.hubs[hc.Name] = &Hub{Name: hc.Name, Core: hubcore.NewHub(v.(pooledStore).Store, hubcore.HubOptions{Limits: lim})}
+		st := v.(pooledStore).Store
+		core := hubcore.NewHub(st, hubcore.HubOptions{Limits: lim})
+		en, ekey, err := a.startEngine(hc, key, st, core, repl)
+		if err != nil {
+			return fmt.Errorf("pushgate: hub %q: %v", hc.Name, err)
+		}
+		a.engineKeys = append(a.engineKeys, ekey)
+		a.hubs[hc.Name] = &Hub{Name: hc.Name, Core: core, Engine: en}
 	}
 	return nil
 }
@@ -242,6 +259,16 @@ func DevIssuerDir() string { return filepath.Join(caddy.AppDataDir(), "pushgate"
 // Cleanup releases this config's references to the stores; the last
 // reference closes a store (the embedded one writes its snapshot).
 func (a *App) Cleanup() error {
+	// Engines first: they stop claiming, and their parts in progress get
+	// their grace while the store is still open.
+	for _, k := range a.engineKeys {
+		if _, err := engines.Delete(k); err != nil {
+			a.logger.Error("stopping delivery", zap.Error(err))
+		}
+	}
+	for _, k := range a.brokerKeys {
+		_, _ = brokers.Delete(k)
+	}
 	for _, k := range a.keys {
 		if _, err := stores.Delete(k); err != nil {
 			a.logger.Error("closing store", zap.Error(err))

@@ -29,6 +29,20 @@ func init() {
 //			max_tags <n>
 //			max_templates <n>
 //			ttl <duration>
+//			delivery {
+//				log_only                 # platforms without credentials: log instead of send
+//				workers <n>
+//				concurrency <n>
+//				parts <n>
+//				reclaim_after <duration>
+//				window <duration>
+//				grace <duration>
+//				root_ca_file <pem>
+//				apns    { key_file key_id team_id cert_file cert_key_file topic endpoint conns rate burst }
+//				fcm     { credentials_file project_id endpoint token_url conns rate burst }
+//				wns     { client_id client_secret token_url endpoint rate burst }
+//				webpush { vapid_public_key vapid_private_key subject rate burst }
+//			}
 //		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
@@ -120,6 +134,12 @@ func parseHub(d *caddyfile.Dispenser) (*HubConfig, error) {
 			case "max_templates":
 				hc.MaxTemplates = n
 			}
+		case "delivery":
+			dc, err := parseDelivery(d)
+			if err != nil {
+				return nil, err
+			}
+			hc.Delivery = dc
 		case "ttl":
 			if !d.NextArg() {
 				return nil, d.ArgErr()
@@ -145,4 +165,147 @@ func parseHub(d *caddyfile.Dispenser) (*HubConfig, error) {
 		hc.Redis = nil
 	}
 	return hc, nil
+}
+
+func parseDelivery(d *caddyfile.Dispenser) (*DeliveryConfig, error) {
+	dc := &DeliveryConfig{}
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		var err error
+		switch opt {
+		case "log_only":
+			dc.LogOnly = true
+		case "workers":
+			err = intArg(d, &dc.Workers)
+		case "concurrency":
+			err = intArg(d, &dc.Concurrency)
+		case "parts":
+			err = intArg(d, &dc.Parts)
+		case "reclaim_after":
+			err = durationArg(d, &dc.ReclaimAfter)
+		case "window":
+			err = durationArg(d, &dc.Window)
+		case "grace":
+			err = durationArg(d, &dc.Grace)
+		case "root_ca_file":
+			err = stringArg(d, &dc.RootCAFile)
+		case "apns":
+			dc.APNS = &APNSConfig{}
+			a := dc.APNS
+			err = parseFields(d, map[string]func() error{
+				"key_file": func() error { return stringArg(d, &a.KeyFile) }, "key_id": func() error { return stringArg(d, &a.KeyID) },
+				"team_id": func() error { return stringArg(d, &a.TeamID) }, "cert_file": func() error { return stringArg(d, &a.CertFile) },
+				"cert_key_file": func() error { return stringArg(d, &a.CertKeyFile) }, "topic": func() error { return stringArg(d, &a.Topic) },
+				"endpoint": func() error { return stringArg(d, &a.Endpoint) }, "conns": func() error { return intArg(d, &a.Conns) },
+			}, &a.Pacing)
+		case "fcm":
+			dc.FCM = &FCMConfig{}
+			f := dc.FCM
+			err = parseFields(d, map[string]func() error{
+				"credentials_file": func() error { return stringArg(d, &f.CredentialsFile) }, "project_id": func() error { return stringArg(d, &f.ProjectID) },
+				"endpoint": func() error { return stringArg(d, &f.Endpoint) }, "token_url": func() error { return stringArg(d, &f.TokenURL) },
+				"conns": func() error { return intArg(d, &f.Conns) },
+			}, &f.Pacing)
+		case "wns":
+			dc.WNS = &WNSConfig{}
+			w := dc.WNS
+			err = parseFields(d, map[string]func() error{
+				"client_id": func() error { return stringArg(d, &w.ClientID) }, "client_secret": func() error { return stringArg(d, &w.ClientSecret) },
+				"token_url": func() error { return stringArg(d, &w.TokenURL) }, "endpoint": func() error { return stringArg(d, &w.Endpoint) },
+			}, &w.Pacing)
+		case "webpush":
+			dc.WebPush = &WebPushConfig{}
+			w := dc.WebPush
+			err = parseFields(d, map[string]func() error{
+				"vapid_public_key": func() error { return stringArg(d, &w.VAPIDPublicKey) }, "vapid_private_key": func() error { return stringArg(d, &w.VAPIDPrivateKey) },
+				"subject": func() error { return stringArg(d, &w.Subject) },
+			}, &w.Pacing)
+		default:
+			return nil, d.Errf("unknown delivery option %q", opt)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if d.NextArg() {
+			return nil, d.ArgErr()
+		}
+	}
+	return dc, nil
+}
+
+// parseFields reads a block of one-argument options, the pacing ones
+// (rate, burst) included.
+func parseFields(d *caddyfile.Dispenser, fields map[string]func() error, p *Pacing) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	block := d.Val()
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		var err error
+		switch opt {
+		case "rate":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			p.Rate, err = strconv.ParseFloat(d.Val(), 64)
+			if err != nil || p.Rate < 0 {
+				return d.Errf("rate: %q is not a non-negative number of notifications per second", d.Val())
+			}
+		case "burst":
+			var n int
+			err = intArg(d, &n)
+			p.Burst = int64(n)
+		default:
+			f := fields[opt]
+			if f == nil {
+				return d.Errf("unknown %s option %q", block, opt)
+			}
+			err = f()
+		}
+		if err != nil {
+			return err
+		}
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	return nil
+}
+
+func stringArg(d *caddyfile.Dispenser, v *string) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*v = d.Val()
+	return nil
+}
+
+func intArg(d *caddyfile.Dispenser, v *int) error {
+	opt := d.Val()
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	n, err := strconv.Atoi(d.Val())
+	if err != nil || n < 0 {
+		return d.Errf("%s: %q is not a non-negative integer", opt, d.Val())
+	}
+	*v = n
+	return nil
+}
+
+func durationArg(d *caddyfile.Dispenser, v *caddy.Duration) error {
+	opt := d.Val()
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(d.Val())
+	if err != nil {
+		return d.Errf("%s: %v", opt, err)
+	}
+	*v = caddy.Duration(dur)
+	return nil
 }

@@ -2,8 +2,11 @@ package caddymodule
 
 import (
 	"errors"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pushgate/pushgate/hubcore"
 )
 
 // metrics are the gate's Prometheus collectors, registered in Caddy's
@@ -55,4 +58,45 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 		}
 	}
 	return c
+}
+
+// deliveryMetrics are the fan-out engine's collectors.
+type deliveryMetrics struct {
+	deliveries *prometheus.CounterVec
+	retries    *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+}
+
+func registerDeliveryMetrics(reg prometheus.Registerer) *deliveryMetrics {
+	const ns, sub = "pushgate", "delivery"
+	m := &deliveryMetrics{
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "notifications_total",
+			Help: "Targets of sends by final outcome (Notification Hubs' outcome names)."}, []string{"hub", "platform", "outcome"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "retries_total",
+			Help: "Delivery attempts that will be retried, by the outcome of the attempt."}, []string{"hub", "platform", "outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "push_duration_seconds",
+			Help:    "Time of the last request to the push service for a delivered target.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12)}, []string{"hub", "platform"}),
+	}
+	m.deliveries = register(reg, m.deliveries)
+	m.retries = register(reg, m.retries)
+	m.latency = register(reg, m.latency)
+	return m
+}
+
+// deliveryObserver feeds one hub's engine events to the collectors.
+type deliveryObserver struct {
+	hub string
+	m   *deliveryMetrics
+}
+
+func (o deliveryObserver) Delivered(p hubcore.Platform, out hubcore.OutcomeName, took time.Duration) {
+	o.m.deliveries.WithLabelValues(o.hub, string(p), string(out)).Inc()
+	if took > 0 {
+		o.m.latency.WithLabelValues(o.hub, string(p)).Observe(took.Seconds())
+	}
+}
+
+func (o deliveryObserver) Retried(p hubcore.Platform, out hubcore.OutcomeName) {
+	o.m.retries.WithLabelValues(o.hub, string(p), string(out)).Inc()
 }
