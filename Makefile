@@ -7,12 +7,13 @@ FUZZTIME  ?= 3s
 BENCHTIME ?= 1s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test vet lint unit fuzz fuzz-smoke fuzz-run bench help
+.PHONY: test vet lint unit fuzz fuzz-smoke fuzz-run bench sendbench help
 
 help:
 	@echo "make test   gofmt, vet, staticcheck, race tests + a short run of every fuzz target (what CI runs)"
 	@echo "make fuzz   every fuzz target for FUZZTIME (default 3s; e.g. FUZZTIME=10m)"
 	@echo "make bench  the benchmarks recorded in docs/BENCHMARKS.md"
+	@echo "make sendbench  the delivery benchmark (1M broadcast vs h2load; SENDBENCH_N=…)"
 	@echo "make lint   gofmt, go vet and staticcheck"
 	@echo "make build  build ./bin/caddy with the pushgate modules"
 	@echo "make run    serve Caddyfile.example on https://localhost:8443 (see README)"
@@ -47,6 +48,13 @@ fuzz-run:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) -count=6 ./hubcore/...
+
+# The delivery figures of docs/BENCHMARKS.md: a broadcast to SENDBENCH_N
+# installations through the strict fakes against h2load on the same fakes,
+# and single-user send latency. Needs redis-server and h2load (nghttp2-client).
+SENDBENCH_N ?= 1000000
+sendbench:
+	$(GO) run ./bench/sendbench -n $(SENDBENCH_N)
 
 lint: vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }

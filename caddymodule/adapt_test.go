@@ -68,6 +68,10 @@ func TestCaddyfileErrors(t *testing.T) {
 		"oidc issuer twice":  ":80 {\n\tpushgate_gate {\n\t\thub a\n\t\toidc {\n\t\t\tissuer a b\n\t\t}\n\t}\n}\n",
 		"bad max_body":       ":80 {\n\tpushgate_gate {\n\t\thub a\n\t\tmax_body huge\n\t}\n}\n",
 		"unknown global opt": "{\n\tpushgate {\n\t\tcolour blue\n\t}\n}\n",
+		"unknown delivery":   "{\n\tpushgate {\n\t\thub a {\n\t\t\tdelivery {\n\t\t\t\tturbo\n\t\t\t}\n\t\t}\n\t}\n}\n",
+		"unknown apns opt":   "{\n\tpushgate {\n\t\thub a {\n\t\t\tdelivery {\n\t\t\t\tapns {\n\t\t\t\t\tcolour blue\n\t\t\t\t}\n\t\t\t}\n\t\t}\n\t}\n}\n",
+		"bad rate":           "{\n\tpushgate {\n\t\thub a {\n\t\t\tdelivery {\n\t\t\t\tfcm {\n\t\t\t\t\trate fast\n\t\t\t\t}\n\t\t\t}\n\t\t}\n\t}\n}\n",
+		"bad window":         "{\n\tpushgate {\n\t\thub a {\n\t\t\tdelivery {\n\t\t\t\twindow soon\n\t\t\t}\n\t\t}\n\t}\n}\n",
 	}
 	for name, cf := range cases {
 		if _, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil); err == nil {
