@@ -36,11 +36,81 @@ func installationTag(folded string) (string, bool) {
 	return "", false
 }
 
-// stats reads, in one pipeline, the universe of every shard and the count
-// of each tag: tier 1 from the length of its packed bucket value, tiers 2
-// and 3 from the shard's tag directory.
+// statsCache keeps recent planning statistics (see Options.StatsTTL).
+type statsCache struct {
+	ttl      time.Duration
+	mu       sync.Mutex
+	card     map[string]statEntry
+	universe statEntry
+}
+
+type statEntry struct {
+	n  int64
+	at time.Time
+}
+
+// statsCacheMax bounds the tags remembered; past it the cache starts over.
+const statsCacheMax = 10_000
+
+// cached fills st from the cache and returns the tags it lacks, and
+// whether the universe is fresh.
+func (c *statsCache) cached(st *tagStats, tags []string, now time.Time) (missing []string, universe bool) {
+	if c.ttl < 0 {
+		return tags, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fresh := func(e statEntry) bool { return !e.at.IsZero() && now.Sub(e.at) < c.ttl }
+	for _, t := range tags {
+		if e, ok := c.card[t]; ok && fresh(e) {
+			st.card[t] = e.n
+		} else {
+			missing = append(missing, t)
+		}
+	}
+	if fresh(c.universe) {
+		st.universe = c.universe.n
+		return missing, true
+	}
+	return missing, false
+}
+
+func (c *statsCache) store(st *tagStats, tags []string, universe bool, now time.Time) {
+	if c.ttl < 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.card == nil || len(c.card)+len(tags) > statsCacheMax {
+		c.card = make(map[string]statEntry)
+	}
+	for _, t := range tags {
+		c.card[t] = statEntry{st.card[t], now}
+	}
+	if universe {
+		c.universe = statEntry{st.universe, now}
+	}
+}
+
+// stats returns the universe and the count of each tag, from the cache when
+// fresh, otherwise read in one pipeline over every shard: tier 1 from the
+// length of its packed bucket value, tiers 2 and 3 from the shard's tag
+// directory.
 func (s *Store) stats(ctx context.Context, tags []string) (*tagStats, error) {
 	st := &tagStats{card: make(map[string]int64, len(tags))}
+	now := time.Now()
+	tags, haveUniverse := s.sc.cached(st, tags, now)
+	if len(tags) == 0 && haveUniverse {
+		return st, nil
+	}
+	if err := s.readStats(ctx, st, tags, !haveUniverse); err != nil {
+		return nil, err
+	}
+	s.sc.store(st, tags, !haveUniverse, now)
+	return st, nil
+}
+
+func (s *Store) readStats(ctx context.Context, st *tagStats, tags []string, withUniverse bool) error {
 	pipe := s.rdb.Pipeline()
 	var metas []*redis.StringCmd
 	type tc struct {
@@ -50,7 +120,9 @@ func (s *Store) stats(ctx context.Context, tags []string) (*tagStats, error) {
 	}
 	var tcs []tc
 	for sh := 0; sh < s.l.shards; sh++ {
-		metas = append(metas, pipe.HGet(ctx, s.l.meta(sh), "n"))
+		if withUniverse {
+			metas = append(metas, pipe.HGet(ctx, s.l.meta(sh), "n"))
+		}
 		for _, t := range tags {
 			if _, ok := installationTag(t); ok {
 				continue
@@ -60,7 +132,7 @@ func (s *Store) stats(ctx context.Context, tags []string) (*tagStats, error) {
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, unavailable(err)
+		return unavailable(err)
 	}
 	for _, m := range metas {
 		n, _ := m.Int64()
@@ -76,7 +148,7 @@ func (s *Store) stats(ctx context.Context, tags []string) (*tagStats, error) {
 			st.card[t] = 1
 		}
 	}
-	return st, nil
+	return nil
 }
 
 // Plan plans e with the store's current index sizes.

@@ -53,6 +53,12 @@ type Options struct {
 	// SweepInterval, when positive, runs Sweep in the background at this
 	// interval until Close.
 	SweepInterval time.Duration
+	// StatsTTL is how long the set sizes read for planning are reused
+	// (default 1 s; negative: never). Plans only choose the order of
+	// work, so a plan from sizes a second old returns the same audience;
+	// reusing them spares a round trip per send, twice for the send's
+	// check and its resolution.
+	StatsTTL time.Duration
 }
 
 // Store is the Redis implementation of hubcore.Store.
@@ -63,6 +69,7 @@ type Store struct {
 	lim  hubcore.Limits
 	pool []iidPool
 	tc   tplCache
+	sc   statsCache
 
 	stop   chan struct{}
 	done   chan struct{}
@@ -130,6 +137,10 @@ func open(ctx context.Context, rdb redis.UniversalClient, opts Options) (*Store,
 		s.now = time.Now
 	}
 	s.tc.init()
+	s.sc.ttl = opts.StatsTTL
+	if s.sc.ttl == 0 {
+		s.sc.ttl = time.Second
+	}
 	if err := s.loadScripts(ctx); err != nil {
 		return nil, err
 	}
