@@ -1,9 +1,10 @@
-// Command pnsfake serves the strict push-service fakes (APNs and FCM HTTP
-// v1) on loopback, for benchmarks and manual tests: pushgate, h2load and
-// curl can all be pointed at the same fake. It writes what a client needs
-// (URLs, the TLS certificates, an APNs signing key, an FCM service-account
-// key file, ready-made bearer tokens for h2load) into -dir, and prints the
-// accepted and refused counts every -every.
+// Command pnsfake serves the strict push-service fakes (APNs, FCM HTTP v1,
+// WNS and Web Push) on loopback, for benchmarks and manual tests: pushgate,
+// h2load and curl can all be pointed at the same fake. It writes what a
+// client needs (URLs, the TLS certificates, an APNs signing key, an FCM
+// service-account key file, the WNS app's credentials, a VAPID key pair and
+// Web Push subscriptions, ready-made bearer tokens for h2load) into -dir, and
+// prints the accepted and refused counts every -every.
 //
 //	go run ./cmd/pnsfake -dir /tmp/pnsfake
 //
@@ -13,7 +14,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -31,6 +35,8 @@ import (
 	"github.com/pushgate/pushgate/internal/pnsfake"
 	apnsfake "github.com/pushgate/pushgate/internal/pnsfake/apns"
 	fcmfake "github.com/pushgate/pushgate/internal/pnsfake/fcm"
+	webpushfake "github.com/pushgate/pushgate/internal/pnsfake/webpush"
+	wnsfake "github.com/pushgate/pushgate/internal/pnsfake/wns"
 )
 
 // Info is what pnsfake writes to <dir>/info.json.
@@ -52,6 +58,20 @@ type Info struct {
 	FCMProject         string `json:"fcm_project"`
 	// FCMBearer is an access token from the fake's token endpoint.
 	FCMBearer string `json:"fcm_bearer"`
+	// WNS: the app's credentials, its token endpoint, and the base URL to
+	// give the sender as its endpoint override; WNSChannels are channel URIs
+	// (on notify.windows.com, as devices report them) the fake knows.
+	WNSURL          string   `json:"wns_url"`
+	WNSTokenURL     string   `json:"wns_token_url"`
+	WNSClientID     string   `json:"wns_client_id"`
+	WNSClientSecret string   `json:"wns_client_secret"`
+	WNSChannels     []string `json:"wns_channels"`
+	// Web Push: the VAPID key pair the subscriptions are bound to, and the
+	// subscriptions (endpoint, p256dh, auth) on the fake.
+	WebPushURL           string            `json:"webpush_url"`
+	VAPIDPublicKey       string            `json:"vapid_public_key"`
+	VAPIDPrivateKey      string            `json:"vapid_private_key"`
+	WebPushSubscriptions []json.RawMessage `json:"webpush_subscriptions"`
 }
 
 func main() {
@@ -59,12 +79,15 @@ func main() {
 		dir       = flag.String("dir", "", "directory for info.json and the credentials (required)")
 		apnsAddr  = flag.String("apns", "127.0.0.1:0", "loopback address of the fake APNs")
 		fcmAddr   = flag.String("fcm", "127.0.0.1:0", "loopback address of the fake FCM")
+		wnsAddr   = flag.String("wns", "127.0.0.1:0", "loopback address of the fake WNS")
+		wpAddr    = flag.String("webpush", "127.0.0.1:0", "loopback address of the fake Web Push service")
+		subs      = flag.Int("subscriptions", 10, "Web Push subscriptions and WNS channels to create")
 		every     = flag.Duration("every", 5*time.Second, "how often to print counts (0: never)")
 		slowAPNS  = flag.Duration("apns-delay", 0, "answer every APNs request after this delay")
 		streamsMx = flag.Int("streams", 1000, "SETTINGS_MAX_CONCURRENT_STREAMS of both fakes")
 	)
 	flag.Parse()
-	if err := run(*dir, *apnsAddr, *fcmAddr, *every, *slowAPNS, *streamsMx); err != nil {
+	if err := run(*dir, *apnsAddr, *fcmAddr, *wnsAddr, *wpAddr, *subs, *every, *slowAPNS, *streamsMx); err != nil {
 		fmt.Fprintln(os.Stderr, "pnsfake:", err)
 		os.Exit(1)
 	}
@@ -78,7 +101,7 @@ func listenLoopback(addr string) (net.Listener, error) {
 	return net.Listen("tcp", addr)
 }
 
-func run(dir, apnsAddr, fcmAddr string, every, slow time.Duration, streams int) error {
+func run(dir, apnsAddr, fcmAddr, wnsAddr, wpAddr string, subs int, every, slow time.Duration, streams int) error {
 	if dir == "" {
 		return fmt.Errorf("-dir is required")
 	}
@@ -99,10 +122,19 @@ func run(dir, apnsAddr, fcmAddr string, every, slow time.Duration, streams int) 
 		ap.Script.SetDefault(pnsfake.Action{Kind: pnsfake.Slow, Delay: slow})
 	}
 	fc := fcmfake.New(fcmfake.Options{MaxConcurrentStreams: streams})
+	info.WNSClientID, info.WNSClientSecret = "ms-app://s-1-15-2-pnsfake", "pnsfake-secret"
+	wf := wnsfake.New(wnsfake.Options{ClientID: info.WNSClientID, ClientSecret: info.WNSClientSecret, MaxConcurrentStreams: streams})
+	vk, err := ecdh.P256().GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	info.VAPIDPublicKey = base64.RawURLEncoding.EncodeToString(vk.PublicKey().Bytes())
+	info.VAPIDPrivateKey = base64.RawURLEncoding.EncodeToString(vk.Bytes())
+	wp := webpushfake.New(webpushfake.Options{VAPIDPublicKey: info.VAPIDPublicKey, MaxConcurrentStreams: streams})
 	for _, s := range []struct {
 		addr  string
 		serve func(net.Listener) error
-	}{{apnsAddr, ap.Serve}, {fcmAddr, fc.Serve}} {
+	}{{apnsAddr, ap.Serve}, {fcmAddr, fc.Serve}, {wnsAddr, wf.Serve}, {wpAddr, wp.Serve}} {
 		ln, err := listenLoopback(s.addr)
 		if err != nil {
 			return err
@@ -114,13 +146,22 @@ func run(dir, apnsAddr, fcmAddr string, every, slow time.Duration, streams int) 
 		}()
 	}
 	// Serve sets the URLs as it starts listening.
-	for deadline := time.Now().Add(5 * time.Second); ap.URL() == "https://" || fc.URL() == "https://"; {
+	for deadline := time.Now().Add(5 * time.Second); ap.URL() == "https://" || fc.URL() == "https://" || wf.URL() == "https://" || wp.URL() == "https://"; {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("the fakes did not start")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	info.APNSURL, info.FCMURL = ap.URL(), fc.URL()
+	info.APNSURL, info.FCMURL, info.WNSURL, info.WNSTokenURL, info.WebPushURL = ap.URL(), fc.URL(), wf.URL(), wf.TokenURL(), wp.URL()
+	for i := 0; i < subs; i++ {
+		info.WNSChannels = append(info.WNSChannels, wnsfake.ChannelURI(wnsfake.Channel(fmt.Sprintf("pnsfake-%d", i))))
+		sub, err := wp.Subscribe()
+		if err != nil {
+			return err
+		}
+		js, _ := json.Marshal(map[string]string{"endpoint": sub.Endpoint, "p256dh": sub.P256DH, "auth": sub.Auth})
+		info.WebPushSubscriptions = append(info.WebPushSubscriptions, js)
+	}
 	sa, err := fcmfake.NewServiceAccount(info.FCMProject, fc.TokenURL())
 	if err != nil {
 		return err
@@ -134,6 +175,8 @@ func run(dir, apnsAddr, fcmAddr string, every, slow time.Duration, streams int) 
 	var ca bytes.Buffer
 	ca.Write(ap.CertPEM())
 	ca.Write(fc.CertPEM())
+	ca.Write(wf.CertPEM())
+	ca.Write(wp.CertPEM())
 	info.CAFile = filepath.Join(dir, "ca.pem")
 	info.APNSKeyFile = filepath.Join(dir, "apns.p8")
 	info.FCMCredentialsFile = filepath.Join(dir, "fcm.json")
@@ -149,7 +192,7 @@ func run(dir, apnsAddr, fcmAddr string, every, slow time.Duration, streams int) 
 	if err := os.WriteFile(filepath.Join(dir, "info.json"), js, 0o600); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "pnsfake: APNs %s, FCM %s; credentials in %s\n", info.APNSURL, info.FCMURL, dir)
+	fmt.Fprintf(os.Stderr, "pnsfake: APNs %s, FCM %s, WNS %s, Web Push %s; credentials in %s\n", info.APNSURL, info.FCMURL, info.WNSURL, info.WebPushURL, dir)
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
@@ -164,10 +207,13 @@ func run(dir, apnsAddr, fcmAddr string, every, slow time.Duration, streams int) 
 		case <-sig:
 			ap.Close()
 			fc.Close()
+			wf.Close()
+			wp.Close()
 			return nil
 		case <-tick:
-			fmt.Fprintf(os.Stderr, "pnsfake: apns accepted %d refused %d conns %d | fcm accepted %d refused %d conns %d\n",
-				ap.Log.Accepted(), ap.Log.Refused(), ap.Conns(), fc.Log.Accepted(), fc.Log.Refused(), fc.Conns())
+			fmt.Fprintf(os.Stderr, "pnsfake: accepted/refused apns %d/%d fcm %d/%d wns %d/%d webpush %d/%d\n",
+				ap.Log.Accepted(), ap.Log.Refused(), fc.Log.Accepted(), fc.Log.Refused(),
+				wf.Log.Accepted(), wf.Log.Refused(), wp.Log.Accepted(), wp.Log.Refused())
 		}
 	}
 }
