@@ -127,8 +127,8 @@ func Start(t testing.TB) *IdP {
 			t.Fatalf("idptest: node exited before listening:\n%s", stderr.String())
 		}
 		first = l
-	case <-time.After(30 * time.Second):
-		t.Fatalf("idptest: node did not start within 30 s:\n%s", stderr.String())
+	case <-time.After(120 * time.Second): // generous: CI runs packages side by side on two cores
+		t.Fatalf("idptest: node did not start within 120 s:\n%s", stderr.String())
 	}
 	var hello struct {
 		Issuer string `json:"issuer"`
