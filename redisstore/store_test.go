@@ -312,3 +312,75 @@ func TestShardsFixedAtCreation(t *testing.T) {
 		t.Fatal("a hub name with braces was accepted")
 	}
 }
+
+// TestBitmapScans resolves conjunctions over tags held as bitmaps (tier 3),
+// which standalone servers scan without the script, and over a mix of
+// tiers, which falls back to it, and compares each with the expected ids.
+func TestBitmapScans(t *testing.T) {
+	s := openTest(t, 1, nil)
+	const n = 3*tier2Max + 200 // a (every 2nd) and b (every 3rd) above the bitmap threshold
+	want := map[string]map[string]bool{}
+	for i := 0; i < n; i++ {
+		var tags []string
+		if i%2 == 0 {
+			tags = append(tags, "a")
+		}
+		if i%3 == 0 {
+			tags = append(tags, "b")
+		}
+		if i%50 == 0 {
+			tags = append(tags, "c") // tier 2
+		}
+		id := fmt.Sprintf("i%d", i)
+		put(t, s, inst(id, tags...))
+		has := map[string]bool{}
+		for _, tg := range tags {
+			has[tg] = true
+		}
+		for expr, ok := range map[string]bool{
+			"a && b": has["a"] && has["b"], "a && !b": has["a"] && !has["b"], "b && c": has["b"] && has["c"], "a || b": has["a"] || has["b"],
+		} {
+			if want[expr] == nil {
+				want[expr] = map[string]bool{}
+			}
+			if ok {
+				want[expr]["tok-"+id] = true
+			}
+		}
+	}
+	if tierOf(t, s, 0, "a") != 3 || tierOf(t, s, 0, "b") != 3 || tierOf(t, s, 0, "c") != 2 {
+		t.Fatalf("tiers a=%d b=%d c=%d; want 3, 3, 2", tierOf(t, s, 0, "a"), tierOf(t, s, 0, "b"), tierOf(t, s, 0, "c"))
+	}
+	before := bitmapScans.Load()
+	for expr, w := range want {
+		e, err := tagexpr.Parse(expr, tagexpr.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		err = s.Resolve(context.Background(), hubcore.AudienceQuery{Expr: e, Platform: hubcore.FCMV1}, 100, func(ts []hubcore.Target) error {
+			for _, tg := range ts {
+				if got[tg.Channel.Handle] {
+					return fmt.Errorf("%s twice", tg.Channel.Handle)
+				}
+				got[tg.Channel.Handle] = true
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", expr, err)
+		}
+		if len(got) != len(w) {
+			t.Fatalf("%s: %d targets; want %d", expr, len(got), len(w))
+		}
+		for h := range w {
+			if !got[h] {
+				t.Fatalf("%s: %s missing", expr, h)
+			}
+		}
+	}
+	if bitmapScans.Load() == before {
+		t.Fatal("no scan took the bitmap path")
+	}
+	mustCheck(t, s)
+}
