@@ -272,9 +272,14 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.mu.Unlock()
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
+	// Lanes outlive the workers: a job waits for every delivery it handed
+	// out, so the lanes must keep taking (and, once the job's context has
+	// ended, promptly dropping) them until the last job has returned.
+	laneCtx, stopLanes := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLanes()
 	var lanes, workers sync.WaitGroup
 	for _, l := range e.lanes {
-		l.start(hard, &lanes)
+		l.start(laneCtx, &lanes)
 	}
 	for i := 0; i < e.cfg.Workers; i++ {
 		workers.Add(1)
@@ -305,6 +310,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	workers.Wait()
 	close(idle)
 	cancelHard()
+	stopLanes()
 	lanes.Wait()
 	return nil
 }

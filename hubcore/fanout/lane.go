@@ -48,8 +48,9 @@ func (l *lane) start(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-// drain releases tasks queued when the engine stops: their jobs are not
-// finished and will be run again.
+// drain releases tasks still queued when the lanes stop (none should be:
+// the lanes stop after the last job returned); their jobs are not finished
+// and will run again.
 func (l *lane) drain() {
 	for {
 		select {
@@ -76,6 +77,9 @@ func (l *lane) put(r *run, d *hubcore.Delivery) bool {
 func (l *lane) deliver(t task) {
 	defer t.r.wg.Done()
 	e, ctx, d := l.e, t.r.ctx, t.d
+	if ctx.Err() != nil {
+		return // the job ended; it is not finished and will run again
+	}
 	deadline := t.r.spec.Deadline
 	if !e.cfg.Now().Before(deadline) {
 		e.settle(t.r, l.p, hubcore.OutcomeAbandoned, 0) // queued past its window
