@@ -53,6 +53,9 @@ type Options struct {
 	// SweepInterval, when positive, runs Sweep in the background at this
 	// interval until Close.
 	SweepInterval time.Duration
+	// MustExist makes New fail, instead of creating the hub, when the hub
+	// has never been stored in this Redis (tools such as fsck).
+	MustExist bool
 	// StatsTTL is how long the set sizes read for planning are reused
 	// (default 1 s; negative: never). Plans only choose the order of
 	// work, so a plan from sizes a second old returns the same audience;
@@ -156,6 +159,15 @@ func open(ctx context.Context, rdb redis.UniversalClient, opts Options) (*Store,
 // returns the recorded ones otherwise.
 func hubConfig(ctx context.Context, rdb redis.UniversalClient, opts Options) (int, int, error) {
 	key := configKey(opts.Hub)
+	if opts.MustExist {
+		n, err := rdb.Exists(ctx, key).Result()
+		if err != nil {
+			return 0, 0, unavailable(err)
+		}
+		if n == 0 {
+			return 0, 0, fmt.Errorf("redisstore: no hub %q in this Redis", opts.Hub)
+		}
+	}
 	want := map[string]int{"shards": opts.Shards, "buckets": opts.Buckets}
 	defaults := map[string]int{"shards": 16, "buckets": 1024}
 	got := map[string]int{}
