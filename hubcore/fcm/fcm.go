@@ -27,6 +27,7 @@ import (
 	"golang.org/x/oauth2/jwt"
 
 	"github.com/pushgate/pushgate/hubcore"
+	"github.com/pushgate/pushgate/hubcore/internal/pnshttp"
 )
 
 // Defaults.
@@ -100,7 +101,7 @@ type Sender struct {
 	pool    *connPool
 	tokenTr *http.Transport
 
-	tokens *tokenCache
+	tokens *pnshttp.Cache
 	jwt    *jwt.Config
 	// tokenClient carries token requests: the jwt package reads it from
 	// the context it is given.
@@ -195,7 +196,7 @@ func New(cfg Config) (*Sender, error) {
 	}
 	s.tokenClient = &http.Client{Transport: s.tokenTr, Timeout: cfg.Timeout}
 	s.base, s.cancel = context.WithCancel(context.Background())
-	s.tokens = newTokenCache(s.mint, cfg.RefreshBefore)
+	s.tokens = pnshttp.New(s.mint, cfg.RefreshBefore)
 	return s, nil
 }
 
@@ -282,7 +283,7 @@ func (s *Sender) Send(ctx context.Context, d *hubcore.Delivery) error {
 		return &hubcore.PushError{Outcome: hubcore.OutcomePnsInterfaceError, Reason: err.Error()}
 	}
 	for attempt := 0; ; attempt++ {
-		tok, err := s.tokens.get(ctx)
+		tok, err := s.tokens.Get(ctx)
 		if err != nil {
 			return tokenError(ctx, err)
 		}
@@ -294,7 +295,7 @@ func (s *Sender) Send(ctx context.Context, d *hubcore.Delivery) error {
 			// FCM refused the access token itself (expired early,
 			// revoked): mint a new one and try once more.
 			if attempt == 0 {
-				s.tokens.invalidate(tok)
+				s.tokens.Invalidate(tok)
 				continue
 			}
 			pe.Outcome = hubcore.OutcomeInvalidCredentials
@@ -304,7 +305,7 @@ func (s *Sender) Send(ctx context.Context, d *hubcore.Delivery) error {
 }
 
 // post makes one request. A nil *PushError and nil error mean success.
-func (s *Sender) post(ctx context.Context, tok *accessToken, body []byte) (*hubcore.PushError, error) {
+func (s *Sender) post(ctx context.Context, tok *pnshttp.Token, body []byte) (*hubcore.PushError, error) {
 	rctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	resp, err := s.pool.roundTrip(rctx, func() (*http.Request, error) {
@@ -312,7 +313,7 @@ func (s *Sender) post(ctx context.Context, tok *accessToken, body []byte) (*hubc
 		if err != nil {
 			return nil, err
 		}
-		req.Header["Authorization"] = tok.header
+		req.Header["Authorization"] = tok.Header
 		req.Header["Content-Type"] = contentTypeJSON
 		return req, nil
 	})

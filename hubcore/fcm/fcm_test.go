@@ -334,29 +334,24 @@ func TestRefreshAhead(t *testing.T) {
 		}
 	}
 	send()
-	first := s.tokens.cur.Load()
-	if first == nil || first.refreshAt.IsZero() {
+	first := s.tokens.Current()
+	if first == nil || first.RefreshAt.IsZero() {
 		t.Fatal("no token with an expiry cached after a send")
 	}
 	// Between refreshAt and usableUntil: the old token is used and a mint
 	// starts.
-	s.tokens.now = func() time.Time { return first.refreshAt.Add(time.Millisecond) }
+	s.tokens.Now = func() time.Time { return first.RefreshAt.Add(time.Millisecond) }
 	send()
-	s.tokens.mu.Lock()
-	call := s.tokens.call
-	s.tokens.mu.Unlock()
-	if call != nil {
-		<-call.done
-	}
+	s.tokens.WaitMint()
 	if got := srv.TokensIssued(); got != 2 {
 		t.Fatalf("tokens issued = %d after passing refreshAt, want 2", got)
 	}
-	second := s.tokens.cur.Load()
+	second := s.tokens.Current()
 	if second == first {
 		t.Fatal("background refresh did not replace the token")
 	}
 	// Past usableUntil: the send itself waits for a new token.
-	s.tokens.now = func() time.Time { return second.usableUntil.Add(time.Millisecond) }
+	s.tokens.Now = func() time.Time { return second.UsableUntil.Add(time.Millisecond) }
 	send()
 	if got := srv.TokensIssued(); got != 3 {
 		t.Errorf("tokens issued = %d after passing usableUntil, want 3", got)
@@ -375,8 +370,8 @@ func TestShortLivedTokens(t *testing.T) {
 	if got := srv.TokensIssued(); got != 1 {
 		t.Errorf("tokens issued = %d, want 1", got)
 	}
-	at := s.tokens.cur.Load()
-	if life := time.Until(at.refreshAt); life < 20*time.Second || life > 28*time.Second {
+	at := s.tokens.Current()
+	if life := time.Until(at.RefreshAt); life < 20*time.Second || life > 28*time.Second {
 		t.Errorf("refresh due in %v, want about 27s", life)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pushgate/pushgate/hubcore"
+	"github.com/pushgate/pushgate/hubcore/internal/pnshttp"
 )
 
 // outcomeStaleToken marks a refusal of the access token itself, which Send
@@ -76,37 +77,7 @@ func classify(status int, h http.Header, now time.Time) *hubcore.PushError {
 	return pe
 }
 
-// maxRetryAfter caps a Retry-After: the engine gives up on a delivery long
-// before a day, and a far-future date must not overflow.
-const maxRetryAfter = 24 * time.Hour
+// The Retry-After rules are the senders' shared ones.
+const maxRetryAfter = pnshttp.MaxRetryAfter
 
-// parseRetryAfter reads a Retry-After value, delay-seconds or an HTTP-date
-// (RFC 9110 §10.2.3). It reports false when v is empty or unreadable; a
-// date in the past is a zero delay.
-func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if v[0] >= '0' && v[0] <= '9' {
-		n, err := strconv.ParseUint(v, 10, 32)
-		if err != nil {
-			return 0, false
-		}
-		return min(time.Duration(n)*time.Second, maxRetryAfter), true
-	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0, false
-	}
-	d := t.Sub(now)
-	switch {
-	case d <= 0:
-		return 0, true
-	case d >= maxRetryAfter:
-		return maxRetryAfter, true
-	}
-	// Round up: the date has whole seconds, and retrying a little late
-	// is harmless where early is not.
-	return (d + time.Second - 1).Truncate(time.Second), true
-}
+var parseRetryAfter = pnshttp.ParseRetryAfter

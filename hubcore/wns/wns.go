@@ -26,6 +26,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/pushgate/pushgate/hubcore"
+	"github.com/pushgate/pushgate/hubcore/internal/pnshttp"
 )
 
 // Defaults.
@@ -93,7 +94,7 @@ type Sender struct {
 	tokenTr     *http.Transport
 	tokenClient *http.Client
 	cc          *clientcredentials.Config
-	tokens      *tokenCache
+	tokens      *pnshttp.Cache
 	base        context.Context
 	cancel      context.CancelFunc
 }
@@ -183,7 +184,7 @@ func New(cfg Config) (*Sender, error) {
 	}
 	s.tokenClient = &http.Client{Transport: s.tokenTr, Timeout: cfg.Timeout}
 	s.base, s.cancel = context.WithCancel(context.Background())
-	s.tokens = newTokenCache(s.mint, cfg.RefreshBefore)
+	s.tokens = pnshttp.New(s.mint, cfg.RefreshBefore)
 	return s, nil
 }
 
@@ -243,7 +244,7 @@ func (s *Sender) Send(ctx context.Context, d *hubcore.Delivery) error {
 		return pe
 	}
 	for attempt := 0; ; attempt++ {
-		tok, err := s.tokens.get(ctx)
+		tok, err := s.tokens.Get(ctx)
 		if err != nil {
 			return tokenError(ctx, err)
 		}
@@ -252,7 +253,7 @@ func (s *Sender) Send(ctx context.Context, d *hubcore.Delivery) error {
 			// The first request may still be reading its headers.
 			h = hdr.Clone()
 		}
-		h["Authorization"] = tok.header
+		h["Authorization"] = tok.Header
 		pe, err := s.post(ctx, uri, h, d.Body)
 		if err != nil || pe == nil {
 			return err
@@ -261,7 +262,7 @@ func (s *Sender) Send(ctx context.Context, d *hubcore.Delivery) error {
 			// WNS refused the access token itself (expired,
 			// revoked): obtain a new one and try once more.
 			if attempt == 0 {
-				s.tokens.invalidate(tok)
+				s.tokens.Invalidate(tok)
 				continue
 			}
 			pe.Outcome = hubcore.OutcomeInvalidCredentials

@@ -310,23 +310,18 @@ func TestRefreshAhead(t *testing.T) {
 		}
 	}
 	send()
-	first := s.tokens.cur.Load()
-	if first == nil || time.Until(first.refreshAt) < 23*time.Hour {
+	first := s.tokens.Current()
+	if first == nil || time.Until(first.RefreshAt) < 23*time.Hour {
 		t.Fatalf("token cached for refresh at %v, want about a day minus 5 minutes", first)
 	}
-	s.tokens.now = func() time.Time { return first.refreshAt.Add(time.Millisecond) }
+	s.tokens.Now = func() time.Time { return first.RefreshAt.Add(time.Millisecond) }
 	send()
-	s.tokens.mu.Lock()
-	call := s.tokens.call
-	s.tokens.mu.Unlock()
-	if call != nil {
-		<-call.done
-	}
+	s.tokens.WaitMint()
 	if got := srv.TokensIssued(); got != 2 {
 		t.Fatalf("tokens issued = %d after refreshAt, want 2", got)
 	}
-	second := s.tokens.cur.Load()
-	s.tokens.now = func() time.Time { return second.usableUntil.Add(time.Millisecond) }
+	second := s.tokens.Current()
+	s.tokens.Now = func() time.Time { return second.UsableUntil.Add(time.Millisecond) }
 	send()
 	if got := srv.TokensIssued(); got != 3 {
 		t.Errorf("tokens issued = %d after usableUntil, want 3", got)

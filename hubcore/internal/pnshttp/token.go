@@ -1,4 +1,6 @@
-package fcm
+// Package pnshttp holds what the OAuth-authenticated push senders (FCM,
+// WNS) share: the access-token cache and the Retry-After parser.
+package pnshttp
 
 import (
 	"context"
@@ -14,30 +16,31 @@ import (
 	"github.com/pushgate/pushgate/hubcore"
 )
 
-// accessToken is a minted token as requests use it.
-type accessToken struct {
-	// header is the Authorization value, shared read-only by requests.
-	header []string
-	// refreshAt is when a new token starts being minted in the
+// Token is a minted access token as requests use it.
+type Token struct {
+	// Header is the Authorization value, shared read-only by requests.
+	Header []string
+	// RefreshAt is when a new token starts being minted in the
 	// background; zero means never (the token endpoint gave no expiry).
-	refreshAt time.Time
-	// usableUntil is when sends stop using this token and wait for the
+	RefreshAt time.Time
+	// UsableUntil is when sends stop using this token and wait for the
 	// new one.
-	usableUntil time.Time
+	UsableUntil time.Time
 }
 
-// tokenCache shares one access token among all goroutines. It does its own
+// Cache shares one access token among all goroutines. It does its own
 // caching rather than using oauth2.ReuseTokenSource because it must also
 // (a) drop a token the service refused, once, however many requests saw the
 // refusal; (b) refresh ahead of expiry without making sends wait; (c) let a
 // caller whose context ends stop waiting for a mint in progress; and (d)
 // read the current token without taking a lock.
-type tokenCache struct {
+type Cache struct {
 	mint          func() (*oauth2.Token, error)
 	refreshBefore time.Duration
-	now           func() time.Time // time.Now; tests move it
+	// Now is the cache's clock (time.Now); tests move it.
+	Now func() time.Time
 
-	cur atomic.Pointer[accessToken]
+	cur atomic.Pointer[Token]
 
 	mu        sync.Mutex
 	call      *mintCall // the mint in progress, or nil
@@ -47,7 +50,7 @@ type tokenCache struct {
 
 type mintCall struct {
 	done chan struct{}
-	tok  *accessToken
+	tok  *Token
 	err  error
 }
 
@@ -55,18 +58,20 @@ type mintCall struct {
 // bad key does not turn every send into a request to the token endpoint.
 const failMemory = 5 * time.Second
 
-func newTokenCache(mint func() (*oauth2.Token, error), refreshBefore time.Duration) *tokenCache {
-	return &tokenCache{mint: mint, refreshBefore: refreshBefore, now: time.Now}
+// New makes a cache minting with mint; a token is refreshed refreshBefore
+// its expiry (at most a tenth of its lifetime).
+func New(mint func() (*oauth2.Token, error), refreshBefore time.Duration) *Cache {
+	return &Cache{mint: mint, refreshBefore: refreshBefore, Now: time.Now}
 }
 
-// get returns a usable token, minting one if there is none.
-func (c *tokenCache) get(ctx context.Context) (*accessToken, error) {
-	now := c.now()
+// Get returns a usable token, minting one if there is none.
+func (c *Cache) Get(ctx context.Context) (*Token, error) {
+	now := c.Now()
 	if t := c.cur.Load(); t != nil {
-		if t.refreshAt.IsZero() || now.Before(t.refreshAt) {
+		if t.RefreshAt.IsZero() || now.Before(t.RefreshAt) {
 			return t, nil
 		}
-		if now.Before(t.usableUntil) {
+		if now.Before(t.UsableUntil) {
 			c.start(now) // refresh in the background
 			return t, nil
 		}
@@ -84,7 +89,7 @@ func (c *tokenCache) get(ctx context.Context) (*accessToken, error) {
 }
 
 // start joins the mint in progress or begins one.
-func (c *tokenCache) start(now time.Time) (*mintCall, error) {
+func (c *Cache) start(now time.Time) (*mintCall, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.call != nil {
@@ -99,10 +104,10 @@ func (c *tokenCache) start(now time.Time) (*mintCall, error) {
 	return call, nil
 }
 
-func (c *tokenCache) run(call *mintCall) {
+func (c *Cache) run(call *mintCall) {
 	tok, err := c.mint()
-	now := c.now()
-	var at *accessToken
+	now := c.Now()
+	var at *Token
 	if err == nil {
 		at, err = c.wrap(tok, now)
 	}
@@ -123,24 +128,24 @@ func (c *tokenCache) run(call *mintCall) {
 	close(call.done)
 }
 
-func (c *tokenCache) wrap(tok *oauth2.Token, now time.Time) (*accessToken, error) {
+func (c *Cache) wrap(tok *oauth2.Token, now time.Time) (*Token, error) {
 	if tok == nil || tok.AccessToken == "" {
 		return nil, errors.New("the token endpoint answered without an access token")
 	}
-	at := &accessToken{header: []string{"Bearer " + tok.AccessToken}}
+	at := &Token{Header: []string{"Bearer " + tok.AccessToken}}
 	if !tok.Expiry.IsZero() {
 		life := tok.Expiry.Sub(now)
 		margin := max(0, min(c.refreshBefore, life/10))
-		at.refreshAt = tok.Expiry.Add(-margin)
-		at.usableUntil = tok.Expiry.Add(-margin / 4)
+		at.RefreshAt = tok.Expiry.Add(-margin)
+		at.UsableUntil = tok.Expiry.Add(-margin / 4)
 	}
 	return at, nil
 }
 
-// invalidate drops bad, the token a request was refused with, unless a newer
+// Invalidate drops bad, the token a request was refused with, unless a newer
 // token has already replaced it: of many requests refused at once, only the
 // first causes a mint.
-func (c *tokenCache) invalidate(bad *accessToken) {
+func (c *Cache) Invalidate(bad *Token) {
 	c.cur.CompareAndSwap(bad, nil)
 }
 
@@ -168,8 +173,22 @@ func classifyTokenError(err error) error {
 	}
 	reason = "token endpoint: " + reason
 	if code == http.StatusTooManyRequests || code >= 500 {
-		ra, _ := parseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now())
+		ra, _ := ParseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now())
 		return &hubcore.PushError{Outcome: hubcore.OutcomePnsUnavailable, Status: code, Reason: reason, Retry: true, RetryAfter: ra, Err: err}
 	}
 	return &hubcore.PushError{Outcome: hubcore.OutcomeInvalidCredentials, Status: code, Reason: reason, Err: err}
+}
+
+// Current is the cached token, or nil.
+func (c *Cache) Current() *Token { return c.cur.Load() }
+
+// WaitMint waits for the mint in progress, if any (tests use it to see a
+// background refresh land).
+func (c *Cache) WaitMint() {
+	c.mu.Lock()
+	call := c.call
+	c.mu.Unlock()
+	if call != nil {
+		<-call.done
+	}
 }
