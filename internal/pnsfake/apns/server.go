@@ -35,7 +35,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log"
@@ -223,9 +222,7 @@ func (s *Server) CertPool() *x509.CertPool {
 
 // CertPEM is the fake's self-signed certificate in PEM, for clients in
 // other processes (a root CA file).
-func (s *Server) CertPEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.leaf.Raw})
-}
+func (s *Server) CertPEM() []byte { return pnsfake.CertPEM(s.leaf) }
 
 // Conns is the number of connections accepted so far.
 func (s *Server) Conns() int64 { return s.conns.Load() }

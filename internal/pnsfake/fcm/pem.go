@@ -1,12 +1,7 @@
 package fcm
 
-import "encoding/pem"
+import "github.com/pushgate/pushgate/internal/pnsfake"
 
 // CertPEM is the fake's self-signed certificate in PEM, for clients in
 // other processes (a root CA file).
-func (s *Server) CertPEM() []byte {
-	if s.leaf == nil {
-		return nil
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.leaf.Raw})
-}
+func (s *Server) CertPEM() []byte { return pnsfake.CertPEM(s.leaf) }

@@ -129,7 +129,7 @@ func New(opts Options) *Server {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.tlsCert, s.leaf, s.certErr = serverCert(opts.Hostnames)
+	s.tlsCert, s.leaf, s.certErr = pnsfake.ServerCert("pnsfake fcm", opts.Hostnames)
 	errLog := opts.ErrorLog
 	if errLog == nil {
 		errLog = log.New(io.Discard, "", 0)

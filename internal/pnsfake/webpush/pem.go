@@ -1,12 +1,7 @@
 package webpush
 
-import "encoding/pem"
+import "github.com/pushgate/pushgate/internal/pnsfake"
 
 // CertPEM is the fake's self-signed certificate in PEM, for clients in
 // other processes (a root CA file).
-func (s *Server) CertPEM() []byte {
-	if len(s.cert.Certificate) == 0 {
-		return nil
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.cert.Certificate[0]})
-}
+func (s *Server) CertPEM() []byte { return pnsfake.CertPEM(s.cert.Leaf) }

@@ -138,7 +138,7 @@ func New(opts Options) *Server {
 	var tb [6]byte
 	_, _ = rand.Read(tb[:])
 	s.traceV = []string{"PNSFAKE-" + base64.RawURLEncoding.EncodeToString(tb[:])}
-	s.tlsCert, s.leaf, s.certErr = serverCert(opts.Hostnames)
+	s.tlsCert, s.leaf, s.certErr = pnsfake.ServerCert("pnsfake wns", opts.Hostnames)
 	errLog := opts.ErrorLog
 	if errLog == nil {
 		errLog = log.New(io.Discard, "", 0)

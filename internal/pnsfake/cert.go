@@ -1,4 +1,4 @@
-package fcm
+package pnsfake
 
 import (
 	"crypto/ecdsa"
@@ -7,14 +7,17 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
 	"net"
 	"time"
 )
 
-// serverCert makes a self-signed certificate for loopback and the given
-// extra names, valid for a day either side of now.
-func serverCert(names []string) (tls.Certificate, *x509.Certificate, error) {
+// ServerCert makes a fake's TLS certificate in memory: self-signed (its own
+// root, so a client trusts exactly it), for the loopback names and addresses
+// plus extraHosts (names or IP addresses), valid from a day ago for a year.
+// name goes in the subject, to tell the fakes apart in a handshake error.
+func ServerCert(name string, extraHosts []string) (tls.Certificate, *x509.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, nil, err
@@ -23,11 +26,12 @@ func serverCert(names []string) (tls.Certificate, *x509.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, nil, err
 	}
+	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "pnsfake fcm"},
-		NotBefore:             time.Now().Add(-24 * time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             now.Add(-24 * time.Hour),
+		NotAfter:              now.Add(365 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
@@ -35,11 +39,11 @@ func serverCert(names []string) (tls.Certificate, *x509.Certificate, error) {
 		DNSNames:              []string{"localhost"},
 		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
+	for _, h := range extraHosts {
+		if ip := net.ParseIP(h); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
 		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
@@ -51,4 +55,13 @@ func serverCert(names []string) (tls.Certificate, *x509.Certificate, error) {
 		return tls.Certificate{}, nil, err
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, leaf, nil
+}
+
+// CertPEM is a certificate in PEM, for clients in other processes (a root CA
+// file); nil for no certificate.
+func CertPEM(leaf *x509.Certificate) []byte {
+	if leaf == nil {
+		return nil
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw})
 }
