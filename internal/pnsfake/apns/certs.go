@@ -12,8 +12,6 @@ import (
 	"fmt"
 	"math/big"
 	"time"
-
-	"github.com/pushgate/pushgate/internal/pnsfake"
 )
 
 // uidOID is the X.500 userId attribute. Apple's push certificates carry the
@@ -23,12 +21,6 @@ var uidOID = asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 1}
 
 func serialNumber() (*big.Int, error) {
 	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-}
-
-// serverCert makes the certificate the fake serves TLS with; loopback
-// names only, since the fake never listens elsewhere.
-func serverCert() (tls.Certificate, *x509.Certificate, error) {
-	return pnsfake.ServerCert("pnsfake apns", nil)
 }
 
 // CA issues client certificates for the fake's certificate mode, shaped like

@@ -33,13 +33,8 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
-	"errors"
-	"io"
 	"log"
-	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -88,19 +83,16 @@ type Server struct {
 	Script pnsfake.Script
 	// Log counts (and with Keep, records) what the fake accepted.
 	Log pnsfake.Log
+	// Host serves the fake over TLS (Start, Serve, URL, CertPool, Close…).
+	*pnsfake.Host
 
 	opts      Options
 	now       func() time.Time
 	topicTeam map[string]string
-	certErr   error
-	tlsCert   tls.Certificate
-	leaf      *x509.Certificate
-	srv       *http.Server
 
 	cache       jwtCache
 	revokeBelow atomic.Uint64
 	tokens      atomic.Int64
-	conns       atomic.Int64
 
 	regMu  sync.RWMutex
 	reg    map[string]registration
@@ -108,9 +100,6 @@ type Server struct {
 
 	idPrefix [8]byte
 	idSeq    atomic.Uint64
-
-	mu   sync.Mutex
-	addr string
 }
 
 type registration struct {
@@ -133,106 +122,18 @@ func New(opts Options) *Server {
 			s.topicTeam[t] = team
 		}
 	}
-	s.tlsCert, s.leaf, s.certErr = serverCert()
-	if _, err := rand.Read(s.idPrefix[:]); err != nil && s.certErr == nil {
-		s.certErr = err
-	}
-	tc := &tls.Config{
-		Certificates: []tls.Certificate{s.tlsCert},
-		MinVersion:   tls.VersionTLS12,
-		NextProtos:   []string{"h2", "http/1.1"},
-	}
-	if opts.ClientCAs != nil {
-		tc.ClientAuth = tls.RequireAndVerifyClientCert
-		tc.ClientCAs = opts.ClientCAs
-	}
-	errLog := opts.ErrorLog
-	if errLog == nil {
-		errLog = log.New(io.Discard, "", 0)
-	}
-	var protos http.Protocols
-	protos.SetHTTP1(true) // only to answer 505
-	protos.SetHTTP2(true)
-	s.srv = &http.Server{
-		Handler:   s,
-		TLSConfig: tc,
-		Protocols: &protos,
-		HTTP2:     &http.HTTP2Config{MaxConcurrentStreams: s.opts.MaxConcurrentStreams},
-		ErrorLog:  errLog,
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			s.conns.Add(1)
-			ctx = pnsfake.ConnContext(ctx, c)
-			return context.WithValue(ctx, connKey{}, &connState{})
-		},
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	_, _ = rand.Read(s.idPrefix[:]) // never fails (crypto/rand)
+	// HTTP/1.1 is served only to answer 505, as Apple refuses it.
+	s.Host = pnsfake.NewHost(s, pnsfake.HostOptions{
+		Name: "pnsfake apns", MaxConcurrentStreams: s.opts.MaxConcurrentStreams, ErrorLog: opts.ErrorLog, ClientCAs: opts.ClientCAs,
+		ConnContext: func(ctx context.Context) context.Context { return context.WithValue(ctx, connKey{}, &connState{}) },
+	})
 	return s
 }
-
-// Start serves on a new loopback port.
-func (s *Server) Start() error {
-	if s.certErr != nil {
-		return s.certErr
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	s.setAddr(l.Addr().String())
-	go s.Serve(l) //nolint:errcheck // Close ends it
-	return nil
-}
-
-// Serve serves TLS (HTTP/2) on l until Close.
-func (s *Server) Serve(l net.Listener) error {
-	if s.certErr != nil {
-		return s.certErr
-	}
-	s.setAddr(l.Addr().String())
-	err := s.srv.ServeTLS(l, "", "")
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
-}
-
-func (s *Server) setAddr(a string) {
-	s.mu.Lock()
-	if s.addr == "" {
-		s.addr = a
-	}
-	s.mu.Unlock()
-}
-
-// URL is the base URL to configure a sender with (no trailing slash).
-func (s *Server) URL() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return "https://" + s.addr
-}
-
-// CertPool trusts the fake's TLS certificate.
-func (s *Server) CertPool() *x509.CertPool {
-	p := x509.NewCertPool()
-	if s.leaf != nil {
-		p.AddCert(s.leaf)
-	}
-	return p
-}
-
-// CertPEM is the fake's self-signed certificate in PEM, for clients in
-// other processes (a root CA file).
-func (s *Server) CertPEM() []byte { return pnsfake.CertPEM(s.leaf) }
-
-// Conns is the number of connections accepted so far.
-func (s *Server) Conns() int64 { return s.conns.Load() }
 
 // Tokens is the number of distinct provider tokens that verified so far:
 // a sender that shares its token mints exactly one per refresh.
 func (s *Server) Tokens() int64 { return s.tokens.Load() }
-
-// Close stops the fake and closes its connections.
-func (s *Server) Close() error { return s.srv.Close() }
 
 // Register ties a device token to a topic: requests for it with another
 // topic are answered DeviceTokenNotForTopic. Tokens compare

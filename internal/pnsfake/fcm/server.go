@@ -44,13 +44,7 @@
 package fcm
 
 import (
-	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
-	"io"
 	"log"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -87,15 +81,12 @@ type Server struct {
 	// Log counts (and with Keep, records) the messages accepted; Body is
 	// the message object as sent, token included.
 	Log pnsfake.Log
+	// Host serves the fake over TLS (Start, Serve, URL, CertPool, Close…).
+	*pnsfake.Host
 
-	opts    Options
-	now     func() time.Time
-	tlsCert tls.Certificate
-	leaf    *x509.Certificate
-	certErr error
-	srv     *http.Server
+	opts Options
+	now  func() time.Time
 
-	conns  atomic.Int64
 	issued atomic.Int64
 	msgSeq atomic.Uint64
 
@@ -105,9 +96,6 @@ type Server struct {
 	bound        sync.Map // registration token → project
 	hasBound     atomic.Bool
 	hasUnreg     atomic.Bool
-
-	mu   sync.Mutex
-	addr string
 }
 
 // grant is an issued access token.
@@ -129,96 +117,16 @@ func New(opts Options) *Server {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.tlsCert, s.leaf, s.certErr = pnsfake.ServerCert("pnsfake fcm", opts.Hostnames)
-	errLog := opts.ErrorLog
-	if errLog == nil {
-		errLog = log.New(io.Discard, "", 0)
-	}
-	var protos http.Protocols
-	protos.SetHTTP1(true)
-	protos.SetHTTP2(true)
-	s.srv = &http.Server{
-		Handler: s,
-		TLSConfig: &tls.Config{
-			Certificates: []tls.Certificate{s.tlsCert},
-			MinVersion:   tls.VersionTLS12,
-			NextProtos:   []string{"h2", "http/1.1"},
-		},
-		Protocols: &protos,
-		HTTP2:     &http.HTTP2Config{MaxConcurrentStreams: opts.MaxConcurrentStreams},
-		ErrorLog:  errLog,
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			s.conns.Add(1)
-			return pnsfake.ConnContext(ctx, c)
-		},
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	s.Host = pnsfake.NewHost(s, pnsfake.HostOptions{Name: "pnsfake fcm", Hosts: opts.Hostnames, MaxConcurrentStreams: opts.MaxConcurrentStreams, ErrorLog: opts.ErrorLog})
 	return s
-}
-
-// Start serves on a new loopback port.
-func (s *Server) Start() error {
-	if s.certErr != nil {
-		return s.certErr
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	s.setAddr(l.Addr().String())
-	go s.Serve(l) //nolint:errcheck // Close ends it
-	return nil
-}
-
-// Serve serves TLS (HTTP/2 and HTTP/1.1) on l until Close.
-func (s *Server) Serve(l net.Listener) error {
-	if s.certErr != nil {
-		return s.certErr
-	}
-	s.setAddr(l.Addr().String())
-	err := s.srv.ServeTLS(l, "", "")
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
-}
-
-func (s *Server) setAddr(a string) {
-	s.mu.Lock()
-	if s.addr == "" {
-		s.addr = a
-	}
-	s.mu.Unlock()
-}
-
-// URL is the fake's base URL (https://127.0.0.1:port): a sender's Endpoint.
-func (s *Server) URL() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return "https://" + s.addr
 }
 
 // TokenURL is the fake's token endpoint: the token_uri of its key files.
 func (s *Server) TokenURL() string { return s.URL() + "/token" }
 
-// CertPool holds the fake's certificate, for a client's RootCAs.
-func (s *Server) CertPool() *x509.CertPool {
-	p := x509.NewCertPool()
-	if s.leaf != nil {
-		p.AddCert(s.leaf)
-	}
-	return p
-}
-
-// Conns is the number of connections accepted so far.
-func (s *Server) Conns() int64 { return s.conns.Load() }
-
 // TokensIssued is the number of access tokens issued, by the token
 // endpoint or AccessToken.
 func (s *Server) TokensIssued() int64 { return s.issued.Load() }
-
-// Close stops the fake and drops its connections.
-func (s *Server) Close() { s.srv.Close() }
 
 // AddServiceAccount trusts a key file made by NewServiceAccount: the token
 // endpoint will accept assertions signed with its key.
@@ -287,3 +195,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	writeError(w, http.StatusNotFound, "NOT_FOUND", "The requested URL was not found on this server.", "")
 }
+
+// Close stops the fake and drops its connections.
+func (s *Server) Close() { _ = s.Host.Close() }

@@ -44,15 +44,9 @@
 package wns
 
 import (
-	"context"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
-	"errors"
-	"io"
 	"log"
-	"net"
 	"net/http"
 	"net/url"
 	"sync"
@@ -90,15 +84,12 @@ type Server struct {
 	// Log counts (and with Keep, records) the notifications accepted;
 	// Body is the payload as sent.
 	Log pnsfake.Log
+	// Host serves the fake over TLS (Start, Serve, URL, CertPool, Close…).
+	*pnsfake.Host
 
-	opts    Options
-	now     func() time.Time
-	tlsCert tls.Certificate
-	leaf    *x509.Certificate
-	certErr error
-	srv     *http.Server
+	opts Options
+	now  func() time.Time
 
-	conns  atomic.Int64
 	issued atomic.Int64
 	msgSeq atomic.Uint64
 
@@ -110,9 +101,6 @@ type Server struct {
 	hasBound     atomic.Bool
 	xml          xmlCache
 	traceV       []string // X-WNS-Debug-Trace, the same on every answer
-
-	mu   sync.Mutex
-	addr string
 }
 
 type grant struct {
@@ -138,75 +126,8 @@ func New(opts Options) *Server {
 	var tb [6]byte
 	_, _ = rand.Read(tb[:])
 	s.traceV = []string{"PNSFAKE-" + base64.RawURLEncoding.EncodeToString(tb[:])}
-	s.tlsCert, s.leaf, s.certErr = pnsfake.ServerCert("pnsfake wns", opts.Hostnames)
-	errLog := opts.ErrorLog
-	if errLog == nil {
-		errLog = log.New(io.Discard, "", 0)
-	}
-	var protos http.Protocols
-	protos.SetHTTP1(true)
-	protos.SetHTTP2(true)
-	s.srv = &http.Server{
-		Handler: s,
-		TLSConfig: &tls.Config{
-			Certificates: []tls.Certificate{s.tlsCert},
-			MinVersion:   tls.VersionTLS12,
-			NextProtos:   []string{"h2", "http/1.1"},
-		},
-		Protocols: &protos,
-		HTTP2:     &http.HTTP2Config{MaxConcurrentStreams: opts.MaxConcurrentStreams},
-		ErrorLog:  errLog,
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			s.conns.Add(1)
-			return pnsfake.ConnContext(ctx, c)
-		},
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       5 * time.Minute,
-	}
+	s.Host = pnsfake.NewHost(s, pnsfake.HostOptions{Name: "pnsfake wns", Hosts: opts.Hostnames, MaxConcurrentStreams: opts.MaxConcurrentStreams, IdleTimeout: 5 * time.Minute, ErrorLog: opts.ErrorLog})
 	return s
-}
-
-// Start serves on a new loopback port.
-func (s *Server) Start() error {
-	if s.certErr != nil {
-		return s.certErr
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	s.setAddr(l.Addr().String())
-	go s.Serve(l) //nolint:errcheck // Close ends it
-	return nil
-}
-
-// Serve serves TLS (HTTP/1.1 and HTTP/2) on l until Close.
-func (s *Server) Serve(l net.Listener) error {
-	if s.certErr != nil {
-		return s.certErr
-	}
-	s.setAddr(l.Addr().String())
-	err := s.srv.ServeTLS(l, "", "")
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
-}
-
-func (s *Server) setAddr(a string) {
-	s.mu.Lock()
-	if s.addr == "" {
-		s.addr = a
-	}
-	s.mu.Unlock()
-}
-
-// URL is the fake's base URL (https://127.0.0.1:port): a sender's
-// EndpointOverride.
-func (s *Server) URL() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return "https://" + s.addr
 }
 
 // TokenURL is the fake's access token endpoint.
@@ -230,24 +151,9 @@ func (s *Server) LocalChannelURI(ch string) string {
 	return s.URL() + "/w/?token=" + url.QueryEscape(ch)
 }
 
-// CertPool holds the fake's certificate, for a client's RootCAs.
-func (s *Server) CertPool() *x509.CertPool {
-	p := x509.NewCertPool()
-	if s.leaf != nil {
-		p.AddCert(s.leaf)
-	}
-	return p
-}
-
-// Conns is the number of connections accepted so far.
-func (s *Server) Conns() int64 { return s.conns.Load() }
-
 // TokensIssued is the number of access tokens issued, by the token
 // endpoint or AccessToken.
 func (s *Server) TokensIssued() int64 { return s.issued.Load() }
-
-// Close stops the fake and drops its connections.
-func (s *Server) Close() { s.srv.Close() }
 
 // AddApp makes the token endpoint accept clientID with secret.
 func (s *Server) AddApp(clientID, secret string) { s.apps.Store(clientID, secret) }
@@ -311,3 +217,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotFound)
 	}
 }
+
+// Close stops the fake and drops its connections.
+func (s *Server) Close() { _ = s.Host.Close() }
