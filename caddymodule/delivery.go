@@ -83,14 +83,8 @@ func (a *App) startEngine(hc *HubConfig, storeKey string, st hubcore.Store, core
 	if err != nil {
 		return nil, "", err
 	}
-	var b fanout.Broker
-	if s, ok := st.(*redisstore.Store); ok {
-		rb, err := redisstore.NewBroker(s.Client(), hc.Name, redisstore.BrokerOptions{})
-		if err != nil {
-			return nil, "", err
-		}
-		b = rb
-	} else {
+	var b fanout.Broker // the embedded store's; a Redis broker is made with its engine
+	if _, ok := st.(*redisstore.Store); !ok {
 		// One broker per embedded store, referenced by every config that
 		// uses the store, like the store itself.
 		bv, _, err := brokers.LoadOrNew(storeKey, func() (caddy.Destructor, error) {
@@ -104,6 +98,14 @@ func (a *App) startEngine(hc *HubConfig, storeKey string, st hubcore.Store, core
 	}
 	v, _, err := engines.LoadOrNew(key, func() (caddy.Destructor, error) {
 		engineStarts.Add(1)
+		b := b
+		if rs, ok := st.(*redisstore.Store); ok {
+			rb, err := redisstore.NewBroker(rs.Client(), hc.Name, redisstore.BrokerOptions{})
+			if err != nil {
+				return nil, err
+			}
+			b = rb
+		}
 		log := a.logger.Named("delivery").With(zap.String("hub", hc.Name))
 		senders, paces, closers, err := buildSenders(dc, repl, log)
 		if err != nil {
