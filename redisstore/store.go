@@ -26,7 +26,10 @@ type Options struct {
 	// one address is a standalone server, MasterName selects Sentinel, and
 	// several addresses (or IsClusterMode) a Redis Cluster. Reads and writes
 	// all go to primaries (ReadOnly, RouteByLatency and RouteRandomly are
-	// cleared), which is what read-your-writes needs.
+	// cleared), which is what read-your-writes needs. DialTimeout,
+	// DialerRetries and MaxRetries left zero get this package's defaults
+	// (DefaultDialTimeout, one dial attempt, DefaultMaxRetries) instead of
+	// go-redis's, so that an outage is reported at once.
 	Redis redis.UniversalOptions
 	// Hub names the hub; its keys are prefixed {pg:<Hub>:<shard>}.
 	Hub string
@@ -73,6 +76,7 @@ type Store struct {
 	pool []iidPool
 	tc   tplCache
 	sc   statsCache
+	loc  locCache
 
 	stop   chan struct{}
 	done   chan struct{}
@@ -108,6 +112,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	}
 	ro := opts.Redis
 	ro.ReadOnly, ro.RouteByLatency, ro.RouteRandomly = false, false, false
+	failFast(&ro)
 	rdb := redis.NewUniversalClient(&ro)
 	s, err := open(ctx, rdb, opts)
 	if err != nil {
@@ -115,6 +120,41 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// Client defaults that replace go-redis's (see failFast).
+const (
+	// DefaultDialTimeout bounds connecting to Redis. A Redis that is up
+	// answers a dial in milliseconds even across a data centre; the
+	// go-redis default of 5 s only delays the 503 of an unreachable one.
+	DefaultDialTimeout = 2 * time.Second
+	// DefaultMaxRetries is how often a failed command is tried again: once
+	// covers a pooled connection the server has closed (a restart, an idle
+	// timeout), which is the failure a retry cures; more retries only
+	// hold the request while Redis is down.
+	DefaultMaxRetries = 1
+)
+
+// failFast fills in the client options the caller left zero so that a
+// request fails quickly while Redis is down and succeeds again soon after
+// it is back. With go-redis's defaults every command made five dial
+// attempts 100 ms apart (each up to 5 s) and three retries with backoff,
+// so until the pool stopped dialing (after PoolSize failed dials) a
+// request took about half a second per command against a refused port
+// and could take minutes against an unreachable host. Recovery is bounded
+// by go-redis's pool, which probes a failed server once a second.
+func failFast(ro *redis.UniversalOptions) {
+	if ro.DialTimeout == 0 {
+		ro.DialTimeout = DefaultDialTimeout
+	}
+	if ro.DialerRetries == 0 {
+		// The command retry (MaxRetries) already dials again, after a
+		// backoff; retries inside the dial would multiply with it.
+		ro.DialerRetries = 1
+	}
+	if ro.MaxRetries == 0 {
+		ro.MaxRetries = DefaultMaxRetries
+	}
 }
 
 func open(ctx context.Context, rdb redis.UniversalClient, opts Options) (*Store, error) {

@@ -17,6 +17,7 @@ import (
 // record it names, if any. It is the "before" of a write's compare-and-set.
 type slot struct {
 	sh      int
+	h       hashed // the id's hash (locCache key)
 	idKey   string // id bucket key
 	idField string
 	idVal   string // the id-map value as read ("" none)
@@ -26,23 +27,43 @@ type slot struct {
 }
 
 // locate reads the id map and the record an id names. kind is
-// hInstallation (key is the InstallationKey) or hRegistration.
+// hInstallation (key is the InstallationKey) or hRegistration. With a
+// remembered id-map value (locCache) the id-map entry and the records are
+// read in one pipeline; otherwise, or when the guess was wrong, the records
+// take a second round trip.
 func (s *Store) locate(ctx context.Context, kind byte, key string) (*slot, error) {
 	h := hashOf(kind, key)
-	sl := &slot{sh: h.shard(s.l.shards), idField: h.field(), iid: -1}
+	sl := &slot{sh: h.shard(s.l.shards), h: h, idField: h.field(), iid: -1}
 	sl.idKey = s.l.idBucket(sl.sh, h.bucket(s.l.buckets))
-	v, err := s.rdb.HGet(ctx, sl.idKey, sl.idField).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, unavailable(err)
+	var v string
+	var raws []string
+	if guess, ok := s.loc.get(h); ok {
+		var err error
+		v, raws, err = s.fetchGuessed(ctx, sl, parseIIDs(guess))
+		if err != nil {
+			return nil, err
+		}
+		if v != guess {
+			raws = nil
+		}
+	} else {
+		var err error
+		v, err = s.rdb.HGet(ctx, sl.idKey, sl.idField).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, unavailable(err)
+		}
 	}
+	s.loc.put(h, v)
 	sl.idVal = v
 	iids := parseIIDs(v)
 	if len(iids) == 0 {
 		return sl, nil
 	}
-	raws, err := s.fetchRecords(ctx, sl.sh, iids)
-	if err != nil {
-		return nil, err
+	if raws == nil {
+		var err error
+		if raws, err = s.fetchRecords(ctx, sl.sh, iids); err != nil {
+			return nil, err
+		}
 	}
 	for i, raw := range raws {
 		if raw == "" {
@@ -58,6 +79,27 @@ func (s *Store) locate(ctx context.Context, kind byte, key string) (*slot, error
 		}
 	}
 	return sl, nil
+}
+
+// fetchGuessed reads sl's id-map value and, in the same pipeline, the
+// records at the guessed iids. The records are only meaningful when the
+// value read equals the guess.
+func (s *Store) fetchGuessed(ctx context.Context, sl *slot, iids []int64) (string, []string, error) {
+	pipe := s.rdb.Pipeline()
+	idCmd := pipe.HGet(ctx, sl.idKey, sl.idField)
+	cmds := make([]*redis.StringCmd, len(iids))
+	for i, iid := range iids {
+		cmds[i] = pipe.HGet(ctx, s.l.recBucket(sl.sh, bucketOf(iid)), strconv.Itoa(int(slotOf(iid))))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return "", nil, unavailable(err)
+	}
+	v, err := idCmd.Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return "", nil, unavailable(err)
+	}
+	raws, err := s.recordsOf(ctx, sl.sh, iids, cmds)
+	return v, raws, err
 }
 
 // recordKey is the identity of a record's id: folded for installations.
@@ -112,6 +154,12 @@ func (s *Store) fetchRecords(ctx context.Context, sh int, iids []int64) ([]strin
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, unavailable(err)
 	}
+	return s.recordsOf(ctx, sh, iids, cmds)
+}
+
+// recordsOf collects the replies of record reads, fetching spilled records
+// from their own keys.
+func (s *Store) recordsOf(ctx context.Context, sh int, iids []int64, cmds []*redis.StringCmd) ([]string, error) {
 	out := make([]string, len(iids))
 	var spilled []int
 	for i, c := range cmds {
@@ -338,10 +386,12 @@ func (s *Store) apply(ctx context.Context, c *change) error {
 
 	res, err := applyScript.Run(ctx, s.rdb, keys, args...).Text()
 	if err != nil {
+		s.loc.drop(sl.h)
 		return unavailable(err)
 	}
 	switch {
 	case res == "ok":
+		s.loc.put(sl.h, idNew)
 		for h, src := range c.newTpl {
 			if tc, err := decodeTemplate(src); err == nil {
 				s.tc.putContent(tplKey{sh, h}, tc)
@@ -349,6 +399,7 @@ func (s *Store) apply(ctx context.Context, c *change) error {
 		}
 		return nil
 	case res == "conflict":
+		s.loc.drop(sl.h)
 		return errRetry
 	case strings.HasPrefix(res, "collision:"):
 		n, _ := strconv.Atoi(strings.TrimPrefix(res, "collision:"))
