@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pushgate/pushgate/internal/nhwire"
 )
 
 func main() {
@@ -24,6 +26,8 @@ func main() {
 	path := flag.String("path", "/push/installations/", "route; installation PUTs append an id")
 	mode := flag.String("mode", "put", "put: PUT an installation per request; get: GET the path")
 	token := flag.String("token", "", "bearer token")
+	sas := flag.String("sas", "", "RULE:KEY: authenticate with a Notification Hubs shared access signature instead of a bearer token")
+	query := flag.String("query", "", "query string appended to every request URL (e.g. api-version=2020-06)")
 	conc := flag.Int("c", 32, "concurrent requests")
 	dur := flag.Duration("d", 10*time.Second, "duration")
 	rate := flag.Int("rate", 0, "requests per second in total (0: as fast as possible)")
@@ -32,6 +36,23 @@ func main() {
 	if !strings.HasPrefix(*base, "https://localhost") && !strings.HasPrefix(*base, "https://127.") {
 		fmt.Fprintln(os.Stderr, "gatebench only targets loopback")
 		os.Exit(2)
+	}
+	auth := ""
+	if *token != "" {
+		auth = "Bearer " + *token
+	}
+	if *sas != "" {
+		rule, key, ok := strings.Cut(*sas, ":")
+		if !ok {
+			fmt.Fprintln(os.Stderr, "-sas wants RULE:KEY")
+			os.Exit(2)
+		}
+		// Signed for the namespace root, as the SDKs do, valid for the run.
+		auth = nhwire.Sign(*base+"/", rule, []byte(key), time.Now().Add(*dur+time.Hour))
+	}
+	suffix := ""
+	if *query != "" {
+		suffix = "?" + *query
 	}
 	// HTTP/2 over TLS, as devices and SDKs connect; the test server's
 	// certificate comes from Caddy's internal CA.
@@ -66,12 +87,12 @@ func main() {
 				if *mode == "put" {
 					id := fmt.Sprintf("bench-%d", (w*1000003+i)%*ids)
 					body := fmt.Sprintf(`{"installationId":%q,"platform":"fcmv1","pushChannel":"tok:%s","tags":["event:comment","lang:en","event:like"]}`, id, id)
-					req, _ = http.NewRequestWithContext(ctx, "PUT", *base+*path+id, strings.NewReader(body))
+					req, _ = http.NewRequestWithContext(ctx, "PUT", *base+*path+id+suffix, strings.NewReader(body))
 				} else {
-					req, _ = http.NewRequestWithContext(ctx, "GET", *base+*path, nil)
+					req, _ = http.NewRequestWithContext(ctx, "GET", *base+*path+suffix, nil)
 				}
-				if *token != "" {
-					req.Header.Set("Authorization", "Bearer "+*token)
+				if auth != "" {
+					req.Header.Set("Authorization", auth)
 				}
 				t0 := time.Now()
 				res, err := client.Do(req)

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Installation PUT throughput through the Notification Hubs API (TLS, SAS
+# verification, validation, store write) on the embedded store and on
+# Redis, against a bare Caddy `respond` route served by the same process in
+# the same run.
+#
+#   bench/nhput.sh [seconds]
+#
+# Everything runs on loopback: a throwaway redis-server, ./bin/caddy with a
+# generated Caddyfile (two hubs, one per store), and bench/gatebench as the
+# client.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-15}
+
+make -s build
+go build -o bin/gatebench ./bench/gatebench
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+rport=$(freeport)
+redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" >"$tmp/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+key=$(head -c 32 /dev/urandom | base64)
+nport=$(freeport); bport=$(freeport); aport=$(freeport)
+cat >"$tmp/Caddyfile" <<CADDY
+{
+	admin 127.0.0.1:$aport
+	https_port $nport
+	http_port $(freeport)
+	skip_install_trust
+	log {
+		level ERROR
+	}
+	pushgate {
+		hub embedded {
+			data_dir $tmp/data
+		}
+		hub redis {
+			redis 127.0.0.1:$rport
+		}
+	}
+}
+localhost:$nport {
+	tls internal
+	pushgate_nh /embedded/* {
+		hub embedded
+		rule DefaultFullSharedAccessSignature $key Listen Send Manage
+	}
+	pushgate_nh /redis/* {
+		hub redis
+		rule DefaultFullSharedAccessSignature $key Listen Send Manage
+	}
+}
+localhost:$bport {
+	tls internal
+	respond "ok" 200
+}
+CADDY
+export XDG_DATA_HOME="$tmp/xdg" XDG_CONFIG_HOME="$tmp/xdg"
+./bin/caddy run --config "$tmp/Caddyfile" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do curl -sk "https://localhost:$bport/" >/dev/null 2>&1 && break; sleep 0.1; done
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(go version | cut -d' ' -f3); ${secs}s per run"
+put() { ./bin/gatebench -url "https://localhost:$nport" -mode put -path "/$1/installations/" -query api-version=2020-06 \
+  -sas "DefaultFullSharedAccessSignature:$key" -c 32 -d "$2"; }
+rps() { sed -E 's/.* rps=([0-9]+).*/\1/' <<<"$1"; }
+# Warm up every route (TLS sessions, store connections).
+./bin/gatebench -url "https://localhost:$bport" -mode get -path / -c 16 -d 2s >/dev/null
+put embedded 2s >/dev/null
+put redis 2s >/dev/null
+base=$(./bin/gatebench -url "https://localhost:$bport" -mode get -path / -c 32 -d "${secs}s")
+emb=$(put embedded "${secs}s")
+red=$(put redis "${secs}s")
+echo "baseline (respond):     $base"
+echo "PUT, embedded store:    $emb"
+echo "PUT, Redis store:       $red"
+echo "ratio embedded/baseline: $(python3 -c "print(round($(rps "$emb")/$(rps "$base"), 3))")"
+echo "ratio redis/baseline:    $(python3 -c "print(round($(rps "$red")/$(rps "$base"), 3))")"
+# PROFILE=file also takes a CPU profile of Caddy under the Redis PUT load.
+if [ -n "${PROFILE:-}" ]; then
+  (sleep 2; curl -s "http://127.0.0.1:$aport/debug/pprof/profile?seconds=6" -o "$PROFILE") & prof=$!
+  put redis 9s >/dev/null
+  wait "$prof"
+fi
