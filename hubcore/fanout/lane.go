@@ -85,15 +85,23 @@ func (l *lane) deliver(t task) {
 		e.settle(t.r, l.p, hubcore.OutcomeAbandoned, 0) // queued past its window
 		return
 	}
+	var took time.Duration
 	for attempt := 0; ; attempt++ {
 		if l.pace != nil {
 			if !l.pace.wait(ctx) {
 				return // the job ended: it is not finished, it will run again
 			}
 		}
+		if !e.cfg.Now().Before(deadline) {
+			// The backoff was chosen to end inside the window, but a late
+			// wake-up (or the pace) can overrun it: the window is the
+			// promise, so no attempt starts after it.
+			e.settle(t.r, l.p, hubcore.OutcomeAbandoned, took)
+			return
+		}
 		start := time.Now()
 		err := l.sender.Send(ctx, d)
-		took := time.Since(start)
+		took = time.Since(start)
 		if err == nil {
 			e.settle(t.r, l.p, hubcore.OutcomeSuccess, took)
 			return

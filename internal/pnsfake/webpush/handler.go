@@ -192,8 +192,9 @@ func (s *Server) authorize(v []string, sub *subscription) (grant, int, string) {
 		if g, err = verifyJWT(t, k, s.URL(), now); err != nil {
 			return grant{}, http.StatusForbidden, err.Error()
 		}
-		s.verified.Add(1)
-		s.grants.put(v[0], g, now.Unix())
+		if s.grants.put(v[0], g, now.Unix()) {
+			s.verified.Add(1)
+		}
 	} else if err := g.current(now); err != nil {
 		return grant{}, http.StatusForbidden, err.Error()
 	}

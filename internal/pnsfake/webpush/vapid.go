@@ -45,11 +45,16 @@ func (c *grantCache) get(auth string) (grant, bool) {
 	return g, ok
 }
 
-func (c *grantCache) put(auth string, g grant, now int64) {
+// put remembers g and reports whether auth was new: requests that verified
+// the same new token at once add it once.
+func (c *grantCache) put(auth string, g grant, now int64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
 		c.m = make(map[string]grant)
+	}
+	if _, ok := c.m[auth]; ok {
+		return false
 	}
 	if len(c.m) >= maxGrants {
 		for k, v := range c.m {
@@ -62,6 +67,7 @@ func (c *grantCache) put(auth string, g grant, now int64) {
 		}
 	}
 	c.m[auth] = g
+	return true
 }
 
 // errAbsent marks credentials that are missing rather than wrong: 401, not
