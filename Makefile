@@ -7,13 +7,14 @@ FUZZTIME  ?= 3s
 BENCHTIME ?= 1s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test vet lint unit fuzz fuzz-smoke fuzz-run bench sendbench help
+.PHONY: test vet lint unit fuzz fuzz-smoke fuzz-run bench sendbench soak help
 
 help:
 	@echo "make test   gofmt, vet, staticcheck, race tests + a short run of every fuzz target (what CI runs)"
 	@echo "make fuzz   every fuzz target for FUZZTIME (default 3s; e.g. FUZZTIME=10m)"
 	@echo "make bench  the benchmarks recorded in docs/BENCHMARKS.md"
 	@echo "make sendbench  the delivery benchmark (1M broadcast vs h2load; SENDBENCH_N=…)"
+	@echo "make soak   mixed load against Redis for SOAK_FOR (default 10m): zero errors, flat memory and goroutines"
 	@echo "make lint   gofmt, go vet and staticcheck"
 	@echo "make build  build ./bin/caddy with the pushgate modules"
 	@echo "make run    serve Caddyfile.example on https://localhost:8443 (see README)"
@@ -55,6 +56,13 @@ bench:
 SENDBENCH_N ?= 1000000
 sendbench:
 	$(GO) run ./bench/sendbench -n $(SENDBENCH_N)
+
+# Mixed registrations, patches, reads, sign-offs and sends against a
+# redis-server of its own for SOAK_FOR; fails on any error or on memory or
+# goroutine growth after warm-up (bench/soak). Needs redis-server.
+SOAK_FOR ?= 10m
+soak:
+	$(GO) run ./bench/soak -duration $(SOAK_FOR)
 
 lint: vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
