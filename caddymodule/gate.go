@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -148,12 +149,65 @@ func (g *Gate) Cleanup() error {
 // them, and only from a verified token.
 var identityHeaders = []string{"X-Pushgate-User", "X-Pushgate-Issuer", "X-Pushgate-Subject"}
 
+// isIdentityField reports whether a header or trailer name would be read as
+// an identity header: in any case, and with '_' for '-', since CGI, PHP,
+// WSGI and Rack map both to the same variable (Caddy drops such names by
+// default, but an operator may allow them).
+func isIdentityField(name string) bool {
+	n := strings.ReplaceAll(name, "_", "-")
+	for _, h := range identityHeaders {
+		if strings.EqualFold(n, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// stripIdentity removes client-sent identity fields from the headers now,
+// and from the trailers when the body has been read: reverse_proxy forwards
+// a request's trailers, which arrive only at the end of its body.
+func stripIdentity(r *http.Request) {
+	for name := range r.Header {
+		if isIdentityField(name) {
+			delete(r.Header, name)
+		}
+	}
+	// Declared trailers are keys without values until the body ends;
+	// dropping them now keeps them out of the proxied request's
+	// declaration, and the body wrapper drops the values when they come.
+	stripTrailers(r)
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &trailerStripper{ReadCloser: r.Body, r: r}
+	}
+}
+
+func stripTrailers(r *http.Request) {
+	for name := range r.Trailer {
+		if isIdentityField(name) {
+			delete(r.Trailer, name)
+		}
+	}
+}
+
+// trailerStripper drops identity trailers at the end of the body, before
+// whoever reads it (reverse_proxy) copies them on.
+type trailerStripper struct {
+	io.ReadCloser
+	r *http.Request
+}
+
+func (b *trailerStripper) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		stripTrailers(b.r)
+	}
+	return n, err
+}
+
 // ServeHTTP routes device endpoints under Prefix and passes everything else
 // on.
 func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	for _, h := range identityHeaders {
-		r.Header.Del(h)
-	}
+	stripIdentity(r)
 	rest, under := strings.CutPrefix(r.URL.Path, g.Prefix)
 	if !under || (rest != "" && rest[0] != '/') {
 		return g.passThrough(w, r, next)
@@ -412,6 +466,9 @@ func (g *Gate) writeOver(ctx context.Context, req *request, in, stored *hubcore.
 			in.Tags = append(in.Tags, stored.Tags...)
 		}
 	}
+	if err := systemTagIn(in); err != nil {
+		return 0, nil, err
+	}
 	input, err := policy.InputFor(op, in, stored, ops, req.user)
 	if err != nil {
 		return 0, nil, err
@@ -434,6 +491,33 @@ func (g *Gate) writeOver(ctx context.Context, req *request, in, stored *hubcore.
 	}
 	g.metrics.registrations.WithLabelValues(op).Inc()
 	return http.StatusOK, grantResponse(saved, in, removed), nil
+}
+
+// systemTagIn refuses a request naming a system tag. The hub derives
+// those; a device asking for one sent an invalid request whatever the
+// policy would keep, so it gets 400 and nothing is stored, rather than a
+// 200 that silently drops the tag.
+func systemTagIn(in *hubcore.Installation) error {
+	check := func(field string, tags []string) error {
+		for i, t := range tags {
+			if tag.IsSystem(t) {
+				return &hubcore.Error{Code: hubcore.CodeInvalid, Field: fmt.Sprintf("%s[%d]", field, i),
+					Reason: fmt.Sprintf("tag %q: tags starting with '$' are reserved for the system", t)}
+			}
+		}
+		return nil
+	}
+	if err := check("tags", in.Tags); err != nil {
+		return err
+	}
+	for _, name := range slices.Sorted(maps.Keys(in.Templates)) {
+		if t := in.Templates[name]; t != nil {
+			if err := check("templates."+name+".tags", t.Tags); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // grantResponse tells the device what it now holds and what was dropped,
