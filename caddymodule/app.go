@@ -84,6 +84,16 @@ type RedisConfig struct {
 	DB         int      `json:"db,omitempty"`
 	// Shards is the number of index shards, fixed when the hub is created.
 	Shards int `json:"shards,omitempty"`
+	// DialTimeout bounds connecting to Redis (default
+	// redisstore.DefaultDialTimeout).
+	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
+	// ReadTimeout bounds waiting for a command's answer (default 5 s, the
+	// client library's): how long a request waits on a Redis that hangs
+	// before it is answered 503.
+	ReadTimeout caddy.Duration `json:"read_timeout,omitempty"`
+	// MaxRetries is how often a failed command is tried again (default
+	// redisstore.DefaultMaxRetries; -1: never).
+	MaxRetries int `json:"max_retries,omitempty"`
 }
 
 // Hub is a provisioned hub: the hub core over its store, and the fan-out
@@ -187,6 +197,8 @@ func (a *App) openStore(ctx context.Context, hc *HubConfig, repl *caddy.Replacer
 			Redis: redis.UniversalOptions{
 				Addrs: addrs, MasterName: hc.Redis.MasterName, DB: hc.Redis.DB,
 				Username: repl.ReplaceAll(hc.Redis.Username, ""), Password: repl.ReplaceAll(hc.Redis.Password, ""),
+				DialTimeout: time.Duration(hc.Redis.DialTimeout), ReadTimeout: time.Duration(hc.Redis.ReadTimeout),
+				MaxRetries: hc.Redis.MaxRetries,
 			},
 			Hub:    hc.Name,
 			Shards: hc.Redis.Shards,

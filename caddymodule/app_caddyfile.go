@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"math"
 	"strconv"
 	"strings"
 
@@ -24,6 +25,9 @@ func init() {
 //			redis_username <user>
 //			redis_password <secret>
 //			redis_db <n>
+//			redis_dial_timeout <duration>   # default 2s
+//			redis_read_timeout <duration>   # default 5s
+//			redis_max_retries <n>           # default 1; 0: never retry
 //			shards <n>
 //			data_dir <path>
 //			max_tags <n>
@@ -134,6 +138,30 @@ func parseHub(d *caddyfile.Dispenser) (*HubConfig, error) {
 			case "max_templates":
 				hc.MaxTemplates = n
 			}
+		case "redis_dial_timeout", "redis_read_timeout":
+			var dur caddy.Duration
+			if err := durationArg(d, &dur); err != nil {
+				return nil, err
+			}
+			if dur <= 0 {
+				return nil, d.Errf("%s: %q must be positive", opt, d.Val())
+			}
+			if opt == "redis_dial_timeout" {
+				redisConf().DialTimeout = dur
+			} else {
+				redisConf().ReadTimeout = dur
+			}
+		case "redis_max_retries":
+			var n int
+			if err := intArg(d, &n); err != nil {
+				return nil, err
+			}
+			// In the JSON config 0 means the default, as everywhere; -1
+			// is how go-redis spells "never".
+			if n == 0 {
+				n = -1
+			}
+			redisConf().MaxRetries = n
 		case "delivery":
 			dc, err := parseDelivery(d)
 			if err != nil {
@@ -252,7 +280,9 @@ func parseFields(d *caddyfile.Dispenser, fields map[string]func() error, p *Paci
 				return d.ArgErr()
 			}
 			p.Rate, err = strconv.ParseFloat(d.Val(), 64)
-			if err != nil || p.Rate < 0 {
+			// NaN and Inf parse as floats but have no JSON form: the
+			// app's config would silently become null.
+			if err != nil || !(p.Rate >= 0) || math.IsInf(p.Rate, 0) {
 				return d.Errf("rate: %q is not a non-negative number of notifications per second", d.Val())
 			}
 		case "burst":

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -292,7 +293,12 @@ func unavailable(err error) error {
 	if errors.As(err, &he) {
 		return err
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	// The caller's own cancellation passes through as it is. A network
+	// error does not, though a timed-out dial matches DeadlineExceeded:
+	// then Redis did not answer within DialTimeout, which is an outage
+	// (503), not a caller that gave up.
+	var netErr *net.OpError
+	if !errors.As(err, &netErr) && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		return err
 	}
 	return &hubcore.Error{Code: hubcore.CodeUnavailable, Reason: "redis: " + err.Error(), Err: err}

@@ -32,9 +32,13 @@ import (
 
 // Options configure a standalone server.
 type Options struct {
-	// AppendOnly turns on the append-only file (appendfsync everysec), for
-	// tests of behaviour under persistence.
+	// AppendOnly turns on the append-only file, for tests of behaviour
+	// under persistence.
 	AppendOnly bool
+	// AppendFsync is the AOF fsync policy when AppendOnly is set:
+	// "everysec" (the default), "always" (a write is on disk before Redis
+	// answers it, so an acknowledged write survives a SIGKILL) or "no".
+	AppendFsync string
 	// Args are extra redis-server arguments, e.g. "--maxmemory", "100mb".
 	Args []string
 }
@@ -46,6 +50,9 @@ type Server struct {
 	// Dir is its working directory (AOF files, cluster state).
 	Dir string
 
+	port    int
+	opts    Options
+	extra   []string
 	cmd     *exec.Cmd
 	done    chan struct{}
 	stopped bool
@@ -211,12 +218,73 @@ func (s *Server) Stop() {
 	}
 	s.stopped = true
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	// A paused server would hold the SIGTERM until continued.
+	_ = s.cmd.Process.Signal(syscall.SIGCONT)
 	select {
 	case <-s.done:
 	case <-time.After(10 * time.Second):
 		_ = s.cmd.Process.Kill()
 		<-s.done
 	}
+}
+
+// Kill ends the server with SIGKILL, as a crash or the OOM killer would:
+// no shutdown, no final AOF rewrite or RDB save; only what was already
+// written (with AppendFsync "always": every acknowledged write) survives.
+// It returns once the process is gone; Restart brings the server back.
+func (s *Server) Kill() {
+	s.signal(syscall.SIGKILL)
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	<-done
+}
+
+// Pause freezes the server (SIGSTOP): connections are still accepted by
+// the kernel, but nothing is answered until Resume, which is what a
+// client sees of a hung or unreachable-but-not-refusing Redis.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.stopped {
+		_ = s.cmd.Process.Signal(sig)
+	}
+}
+
+// Restart starts the server again, after Kill, on the same port and in
+// the same directory with the same options, so that it replays its AOF and
+// clients reconnect to the same address. It returns when the server
+// answers PING (not while it is still loading its data), so the caller
+// can time recovery from that moment.
+func (s *Server) Restart() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return errors.New("redistest: Restart after Stop")
+	}
+	select {
+	case <-s.done:
+	default:
+		return errors.New("redistest: Restart of a server that is still running (Kill it first)")
+	}
+	var err error
+	// The port was ours a moment ago; another process may have bound it
+	// meanwhile, so a failure is reported rather than retried elsewhere.
+	for attempt := 0; attempt < 3; attempt++ {
+		var n *Server
+		n, err = startOn(s.Dir, s.port, s.opts, s.extra)
+		if err == nil {
+			s.cmd, s.done = n.cmd, n.done
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("redistest: restarting %s: %w", s.Addr, err)
 }
 
 // freePort returns a loopback port nobody listens on; with bus it also
@@ -275,7 +343,11 @@ func startOn(dir string, port int, opts Options, extra []string) (*Server, error
 		"--protected-mode", "yes",
 	}
 	if opts.AppendOnly {
-		args = append(args, "--appendonly", "yes", "--appendfsync", "everysec")
+		fsync := opts.AppendFsync
+		if fsync == "" {
+			fsync = "everysec"
+		}
+		args = append(args, "--appendonly", "yes", "--appendfsync", fsync)
 	} else {
 		args = append(args, "--appendonly", "no")
 	}
@@ -294,7 +366,7 @@ func startOn(dir string, port int, opts Options, extra []string) (*Server, error
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", Binary, err)
 	}
-	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), Dir: dir, cmd: cmd, done: make(chan struct{})}
+	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), Dir: dir, port: port, opts: opts, extra: extra, cmd: cmd, done: make(chan struct{})}
 	var logMu sync.Mutex
 	var logTail []string
 	go func() {
