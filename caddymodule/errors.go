@@ -54,6 +54,11 @@ func writeError(w http.ResponseWriter, err error) int {
 			w.Header().Set("ETag", etag(he.Current))
 		}
 	}
+	if status == http.StatusServiceUnavailable {
+		// Every 503 here is transient (the store or the policy engine
+		// could not answer in time); SDKs retry sooner when told when.
+		w.Header().Set("Retry-After", "1")
+	}
 	writeJSON(w, status, body)
 	return status
 }

@@ -291,7 +291,11 @@ func (g *Gate) serveDevice(w http.ResponseWriter, r *http.Request, route string)
 	}
 	status, resp, err := g.withRetry(r.Context(), req, handler)
 	if err != nil {
-		if statusOf(err) >= 500 {
+		switch {
+		case r.Context().Err() != nil:
+			// The client is gone: no one reads the answer, nothing failed.
+			g.logger.Debug("device request abandoned by the client", zap.String("path", r.URL.Path), zap.Error(err))
+		case statusOf(err) >= 500:
 			g.logger.Error("device request failed", zap.String("path", r.URL.Path), zap.Error(err))
 		}
 		return writeError(w, err)
@@ -366,6 +370,18 @@ func (g *Gate) decide(ctx context.Context, in policy.Input, stored *hubcore.Inst
 	d, err := g.decider.Decide(ctx, in)
 	g.metrics.policyLatency.Observe(time.Since(start).Seconds())
 	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			// The client went away; nothing to answer, nothing to alarm.
+			g.logger.Debug("policy evaluation abandoned", zap.String("operation", in.Operation), zap.Error(err))
+			return policy.Decision{}, ctx.Err()
+		case errors.Is(err, policy.ErrTimeout):
+			// Still fail closed, but as 503 + Retry-After: a device told
+			// "forbidden" would not retry a registration it is entitled to.
+			g.metrics.decisions.WithLabelValues("timeout").Inc()
+			g.logger.Warn("policy evaluation timed out; answering 503", zap.String("operation", in.Operation), zap.Error(err))
+			return policy.Decision{}, &hubcore.Error{Code: hubcore.CodeUnavailable, Reason: "the policy did not decide in time; retry the request", Err: err}
+		}
 		g.logger.Error("policy evaluation failed; denying", zap.String("operation", in.Operation), zap.Error(err))
 		d = policy.Decision{Allow: false, Reasons: []string{"the policy could not be evaluated"}}
 	}
@@ -485,7 +501,11 @@ func (g *Gate) writeOver(ctx context.Context, req *request, in, stored *hubcore.
 	if stored != nil {
 		cond = hubcore.Cond{Version: stored.Version}
 	}
-	saved, err := g.hub.PutInstallation(ctx, out, cond)
+	put := g.hub.PutInstallation
+	if ops != nil {
+		put = g.hub.PutPatched
+	}
+	saved, err := put(ctx, out, cond)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -3,8 +3,10 @@ package caddymodule
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -174,13 +176,21 @@ func TestGateSignOffRestores(t *testing.T) {
 	if n != 0 {
 		t.Fatal("a signed-off device must leave every audience")
 	}
+	// A tag patch is not a sign-in: the handle stays dead. Only a new
+	// pushChannel (below) or a PUT brings it back.
+	if res := do(t, g, "PATCH", "/push/installations/dev1", "alice", `[{"op":"add","path":"/tags","value":"event:like"}]`); res.status != 200 {
+		t.Fatal(res)
+	}
+	if in, _ = st.GetInstallation(ctx, "dev1"); !in.PushChannelExpired {
+		t.Fatalf("a tag patch revived a signed-off device: %+v", in)
+	}
 	// Signing in again with a new handle and no tags restores the grants.
 	body := strings.Replace(installation(), apnsToken, strings.Repeat("AB", 32), 1)
 	if res := do(t, g, "PUT", "/push/installations/dev1", "alice", body); res.status != 200 {
 		t.Fatal(res)
 	}
 	in, _ = st.GetInstallation(ctx, "dev1")
-	if in.PushChannelExpired || strings.Join(in.Tags, ",") != "event:comment,userId:alice" {
+	if in.PushChannelExpired || strings.Join(slices.Sorted(slices.Values(in.Tags)), ",") != "event:comment,event:like,userId:alice" {
 		t.Fatalf("after signing in again: %+v", in)
 	}
 	if res := do(t, g, "DELETE", "/push/installations/dev1?forget=true", "alice", ""); res.status != 204 {
@@ -274,5 +284,26 @@ func TestGateBadInput(t *testing.T) {
 		if res := do(t, g, c.method, c.path, "alice", c.body); res.status != c.status {
 			t.Errorf("%s %s: %d %v; want %d", c.method, c.path, res.status, res.body, c.status)
 		}
+	}
+}
+
+// slowDecider times out like a policy engine starved of CPU.
+type slowDecider struct{}
+
+func (slowDecider) Decide(context.Context, policy.Input) (policy.Decision, error) {
+	return policy.Decision{}, fmt.Errorf("%w: eval_cancel_error: context deadline exceeded", policy.ErrTimeout)
+}
+
+// TestGatePolicyTimeout: a policy that cannot decide in time still lets
+// nothing through, but says "retry" (503 + Retry-After), not "forbidden".
+func TestGatePolicyTimeout(t *testing.T) {
+	g, st := newTestGate(t)
+	g.decider = slowDecider{}
+	res := do(t, g, "PUT", "/push/installations/dev1", "alice", installation("event:comment"))
+	if res.status != 503 || res.header.Get("Retry-After") == "" {
+		t.Fatalf("PUT with a timed-out policy: %+v", res)
+	}
+	if _, err := st.GetInstallation(context.Background(), "dev1"); hubcore.CodeOf(err) != hubcore.CodeNotFound {
+		t.Fatalf("a timed-out decision stored something: %v", err)
 	}
 }

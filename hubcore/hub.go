@@ -53,6 +53,21 @@ func (h *Hub) PutInstallation(ctx context.Context, in *Installation, cond Cond) 
 	return h.store.PutInstallation(ctx, in, cond)
 }
 
+// PutPatched stores an installation that a caller built by applying a
+// JSON-Patch (ApplyPatch) to the stored one, conditional on cond. Unlike
+// PutInstallation it keeps pushChannelExpired as the patch left it: a
+// patch clears it only by changing pushChannel, so changing tags neither
+// revives a handle the push service reported dead nor signs a signed-off
+// device back in.
+func (h *Hub) PutPatched(ctx context.Context, in *Installation, cond Cond) (*Installation, error) {
+	in = in.Clone()
+	if err := in.Validate(h.limits); err != nil {
+		return nil, err
+	}
+	in.Stamp(h.now(), h.limits)
+	return h.store.PutInstallation(ctx, in, cond)
+}
+
 // PatchInstallation applies a JSON-Patch to the stored installation,
 // whole or not at all, retrying if a concurrent write wins. cond.Version,
 // when set, must match the version the patch is applied to.

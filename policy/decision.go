@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -41,6 +42,12 @@ func deny(reason string, rev uint64) Decision {
 	return Decision{Reasons: []string{reason}, Keep: []string{}, Inject: []string{}, Revision: rev}
 }
 
+// ErrTimeout is wrapped by Decide's error when evaluation ran out of time
+// (Options.EvalTimeout or the caller's deadline): the request was denied
+// because the policy was slow, not because it said no, so callers can
+// answer "try again" instead of "forbidden".
+var ErrTimeout = errors.New("policy: evaluation timed out")
+
 // Decide evaluates the policy for one request. It fails closed: an
 // undefined decision denies without an error; an evaluation error, a
 // timeout (Options.EvalTimeout or ctx) or a malformed decision denies and
@@ -70,6 +77,10 @@ func (e *Engine) eval(ctx context.Context, c *compiled, input rego.EvalOption) (
 	defer cancel()
 	rs, err := c.pq.Eval(ctx, input)
 	if err != nil {
+		if cerr := ctx.Err(); errors.Is(cerr, context.DeadlineExceeded) {
+			// Slow is not wrong: the caller may answer "try again".
+			return deny(ReasonError, c.revision), fmt.Errorf("%w (%s, revision %d): %w", ErrTimeout, e.opts.EvalTimeout, c.revision, err)
+		}
 		return deny(ReasonError, c.revision), fmt.Errorf("policy: evaluating %s (revision %d): %w", e.opts.Query, c.revision, err)
 	}
 	if len(rs) == 0 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -84,7 +85,12 @@ decision := {"allow": false} if input.resource == "installation"`,
 			}},
 		{name: "builtin error is an error, not undefined", rego: `package pushgate
 decision := {"allow": to_number(input.user.user_id) > 0}`,
-			reason: ReasonError, wantErr: "to_number"},
+			reason: ReasonError, wantErr: "to_number",
+			check: func(t *testing.T, err error) {
+				if errors.Is(err, ErrTimeout) {
+					t.Errorf("error %v claims a timeout", err)
+				}
+			}},
 		{name: "timeout", timeout: 5 * time.Millisecond, rego: `package pushgate
 decision := {"allow": n > 0} if {
 	n := count([1 | some x in numbers.range(1, 4000); some y in numbers.range(1, 4000); x == y])
@@ -93,6 +99,9 @@ decision := {"allow": n > 0} if {
 			check: func(t *testing.T, err error) {
 				if !topdown.IsCancel(err) {
 					t.Errorf("error %v is not a cancellation", err)
+				}
+				if !errors.Is(err, ErrTimeout) {
+					t.Errorf("error %v does not wrap ErrTimeout", err)
 				}
 			}},
 		{name: "decision not an object", rego: `package pushgate

@@ -412,14 +412,11 @@ func (c *client) patch(ctx context.Context, u *user, d *device) {
 		c.st.fail(kPatch, "%s: response %q: %v", d.id, res.body, err)
 		return
 	}
-	if hasTag(g.Installation.Tags, t) == remove || !hasTag(g.Installation.Tags, "userId:"+u.name) || g.Installation.PushChannelExpired {
-		c.st.fail(kPatch, "%s: after %s: tags %v, pushChannelExpired %v", d.id, op, g.Installation.Tags, g.Installation.PushChannelExpired)
-		return
+	// A tag patch leaves a signed-off device signed off: only a new
+	// pushChannel (or a PUT) marks the handle live again.
+	if hasTag(g.Installation.Tags, t) == remove || !hasTag(g.Installation.Tags, "userId:"+u.name) || g.Installation.PushChannelExpired != (d.state == signedOff) {
+		c.st.fail(kPatch, "%s (state %d): after %s: tags %v, pushChannelExpired %v", d.id, d.state, op, g.Installation.Tags, g.Installation.PushChannelExpired)
 	}
-	// The gate writes a patched installation as a whole (through
-	// Hub.PutInstallation), which marks its handle live again: a patch by
-	// the signed-in owner signs a signed-off device back in.
-	d.state = active
 }
 
 func (c *client) get(ctx context.Context, u *user, d *device) {
