@@ -50,11 +50,20 @@ type NHAPI struct {
 	// MaxBodyBytes bounds a send's body (default 64 KiB, the service's
 	// message size limit).
 	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
+	// Throttle limits each rule's request rate (default: no limit); a
+	// rule's own Throttle overrides it.
+	Throttle *NHThrottle `json:"throttle,omitempty"`
+	// ImportMaxBytes bounds the body of the x-pushgate/import extension
+	// (default 1 GiB): an import is a whole registry, so it has its own
+	// limit, far above MaxBodyBytes.
+	ImportMaxBytes int64 `json:"import_max_bytes,omitempty"`
 
 	hub    *Hub
 	rules  []nhwire.Rule
 	now    func() time.Time
 	logger *zap.Logger
+	// limiter holds the rules' token buckets; nil until setup.
+	limiter *nhLimiter
 }
 
 // NHRule is one shared access authorization rule. A rule with a primary and
@@ -64,6 +73,9 @@ type NHRule struct {
 	Key  string `json:"key"`
 	// Rights are Listen, Send and Manage.
 	Rights []string `json:"rights"`
+	// Throttle overrides the handler's throttle for this rule; a rate of
+	// 0 exempts it.
+	Throttle *NHThrottle `json:"throttle,omitempty"`
 }
 
 // Bounds of request bodies other than sends.
@@ -118,6 +130,10 @@ func (n *NHAPI) setup(h *Hub, repl *caddy.Replacer) error {
 			return fmt.Errorf("pushgate_nh: rule %q: %v", r.Name, err)
 		}
 		n.rules = append(n.rules, nhwire.Rule{Name: r.Name, Key: []byte(key), Rights: rights})
+	}
+	var err error
+	if n.limiter, err = newNHLimiter(n.Throttle, n.Rules); err != nil {
+		return fmt.Errorf("pushgate_nh: %v", err)
 	}
 	n.hub = h
 	if n.now == nil {
@@ -184,14 +200,15 @@ func (n *NHAPI) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 func (n *NHAPI) serve(req *nhReq) int {
 	r := req.r
 	// Authentication comes before anything that depends on what exists.
-	if len(r.Header.Values("Authorization")) != 1 {
+	auth, ok := n.credential(req)
+	if !ok {
 		return n.fail(req, http.StatusUnauthorized, "MissingToken: The authorization header was not provided or was provided more than once.")
 	}
 	u := &url.URL{Scheme: "https", Host: r.Host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	if r.TLS == nil {
 		u.Scheme = "http"
 	}
-	rule, err := nhwire.Verify(r.Header.Get("Authorization"), u, n.rules, n.now())
+	rule, err := nhwire.Verify(auth, u, n.rules, n.now())
 	if err != nil {
 		var se *nhwire.SASError
 		detail := "InvalidSignature: The token has an invalid signature."
@@ -200,6 +217,9 @@ func (n *NHAPI) serve(req *nhReq) int {
 			n.logger.Debug("sas refused", zap.String("reason", string(se.Reason)), zap.String("detail", se.Detail))
 		}
 		return n.fail(req, http.StatusUnauthorized, detail)
+	}
+	if status := n.throttle(req, rule.Name); status != 0 {
+		return status
 	}
 	rest, ok := cutHub(r.URL.Path, n.Hub)
 	if !ok {
@@ -301,6 +321,10 @@ func (n *NHAPI) route(method, rest string, q url.Values) (*nhRoute, string) {
 	case coll == "schedulednotifications" && len(seg) == 2:
 		id := seg[1]
 		routes = one(http.MethodDelete, nhwire.OpCancelScheduled, func(ctx context.Context, req *nhReq) error { return n.cancelScheduled(ctx, req, id) })
+	case coll == "feedbackcontainer" && len(seg) == 1:
+		routes = one(http.MethodGet, nhwire.OpFeedbackContainer, n.feedbackContainer)
+	case coll == extSegment && len(seg) == 2:
+		routes = n.extRoutes(seg[1])
 	default:
 		return nil, ""
 	}
@@ -342,6 +366,8 @@ func (n *NHAPI) failErr(req *nhReq, err error) int {
 		text := "The server encountered an internal error. Please retry the request."
 		if status == http.StatusServiceUnavailable {
 			text = "The service is temporarily unavailable. Please retry the request."
+			// The SDKs' retry policies honour it (reference §1.5).
+			req.w.Header().Set("Retry-After", "1")
 		}
 		return n.fail(req, status, text)
 	}
@@ -882,6 +908,16 @@ func (n *NHAPI) sendBatch(ctx context.Context, req *nhReq) error {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return &bodyTooLarge{"The batch is larger than 1 MB."}
+		}
+		// Oversize is 413 like every other body, not 400; too many
+		// handles stays 400.
+		if he := (*hubcore.Error)(nil); errors.As(err, &he) && he.Code == hubcore.CodeLimit {
+			switch he.Field {
+			case "$batch":
+				return &bodyTooLarge{"The batch is larger than 1 MB."}
+			case "notification":
+				return &bodyTooLarge{n.tooLargeText()}
+			}
 		}
 		return err
 	}

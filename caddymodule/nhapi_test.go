@@ -486,13 +486,13 @@ func TestNHScheduled(t *testing.T) {
 }
 
 func TestNHCaddyfile(t *testing.T) {
-	cf := "{\n\tpushgate {\n\t\thub orders\n\t}\n}\n:80 {\n\tpushgate_nh /orders/* {\n\t\thub orders\n\t\trule DefaultFullSharedAccessSignature {env.NH_KEY} Listen Send Manage\n\t\trule Listen k2 Listen\n\t\tmax_body 32KiB\n\t}\n\tpushgate_gate {\n\t\thub orders\n\t}\n}\n"
+	cf := "{\n\tpushgate {\n\t\thub orders\n\t}\n}\n:80 {\n\tpushgate_nh /orders/* {\n\t\thub orders\n\t\trule DefaultFullSharedAccessSignature {env.NH_KEY} Listen Send Manage\n\t\trule Listen k2 Listen\n\t\tmax_body 32KiB\n\t\timport_max_body 2GiB\n\t}\n\tpushgate_gate {\n\t\thub orders\n\t}\n}\n"
 	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := string(out)
-	want := `"handler":"pushgate_nh","hub":"orders","max_body_bytes":32768,"rules":[{"key":"{env.NH_KEY}","name":"DefaultFullSharedAccessSignature","rights":["Listen","Send","Manage"]},{"key":"k2","name":"Listen","rights":["Listen"]}]`
+	want := `"handler":"pushgate_nh","hub":"orders","import_max_bytes":2147483648,"max_body_bytes":32768,"rules":[{"key":"{env.NH_KEY}","name":"DefaultFullSharedAccessSignature","rights":["Listen","Send","Manage"]},{"key":"k2","name":"Listen","rights":["Listen"]}]`
 	if !strings.Contains(s, want) {
 		t.Fatalf("adapted: %s", s)
 	}
@@ -505,6 +505,7 @@ func TestNHCaddyfile(t *testing.T) {
 		"bad right":    ":80 {\n\tpushgate_nh {\n\t\thub a\n\t\trule a k Fly\n\t}\n}\n",
 		"short rule":   ":80 {\n\tpushgate_nh {\n\t\thub a\n\t\trule a k\n\t}\n}\n",
 		"bad max_body": ":80 {\n\tpushgate_nh {\n\t\thub a\n\t\trule a k Send\n\t\tmax_body lots\n\t}\n}\n",
+		"bad import":   ":80 {\n\tpushgate_nh {\n\t\thub a\n\t\trule a k Send\n\t\timport_max_body 0\n\t}\n}\n",
 		"unknown opt":  ":80 {\n\tpushgate_nh {\n\t\thub a\n\t\trule a k Send\n\t\tcolour blue\n\t}\n}\n",
 	} {
 		if _, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(bad), nil); err == nil {

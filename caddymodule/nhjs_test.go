@@ -158,7 +158,7 @@ localhost:9443 {
 		"createRegistrationId", "createOrUpdateRegistration", "getRegistration", "listRegistrationsByTag",
 		"updateRegistration", "updateRegistration.staleEtag",
 		"sendNotification.template", "sendNotification.apple", "sendNotification.test",
-		"scheduleNotification", "cancelScheduledNotification", "getNotificationOutcomeDetails",
+		"scheduleNotification", "cancelScheduledNotification", "getNotificationOutcomeDetails", "getFeedbackContainerUrl",
 		"deleteRegistration", "deleteInstallation", "done",
 	}
 	if !slices.Equal(order, want) {
@@ -246,6 +246,9 @@ localhost:9443 {
 	details := steps["getNotificationOutcomeDetails"]
 	if details["notificationId"] != steps["sendNotification.apple"]["notificationId"] || details["state"] != "Completed" {
 		t.Errorf("outcome details %v", details)
+	}
+	if fb := steps["getFeedbackContainerUrl"]; fb["status"] != float64(200) || fb["path"] != "/nhjs/x-pushgate/feedback" {
+		t.Errorf("feedback container URL: %v", fb)
 	}
 	if steps["deleteRegistration"]["getAfterDelete"] != float64(404) || steps["deleteInstallation"]["getAfterDelete"] != float64(404) {
 		t.Errorf("deletes: %v %v", steps["deleteRegistration"], steps["deleteInstallation"])

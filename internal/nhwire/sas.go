@@ -85,6 +85,23 @@ const (
 	OpFeedbackContainer
 	OpJobs
 	OpManageHub
+
+	// pushgate's extensions (under /{hub}/x-pushgate/), beyond the service.
+
+	// OpFeedbackList reads the PNS feedback that the feedback container
+	// URL points at.
+	OpFeedbackList
+	// OpListInstallations lists installations by tag or user.
+	OpListInstallations
+	// OpAudience counts and explains a tag expression's audience.
+	OpAudience
+	// OpEditTags adds and removes tags on every installation an
+	// expression matches.
+	OpEditTags
+	// OpExport streams the whole registry out.
+	OpExport
+	// OpImport writes a registry export in.
+	OpImport
 )
 
 // RightsFor returns the right an operation needs. Devices register with a
@@ -98,8 +115,12 @@ func RightsFor(op Operation) Rights {
 		OpReadRegistration, OpDeleteRegistration, OpListRegistrationsByChannel,
 		OpPutInstallation, OpPatchInstallation, OpReadInstallation, OpDeleteInstallation:
 		return Listen
-	case OpSend, OpSchedule, OpCancelScheduled, OpNotificationDetails, OpFeedbackContainer:
+	case OpSend, OpSchedule, OpCancelScheduled, OpNotificationDetails, OpFeedbackContainer,
+		OpFeedbackList: // what the container URL reads, so the right that got the URL
 		return Send
+	case OpListInstallations, OpAudience, OpEditTags, OpExport, OpImport:
+		// The extensions reveal or change many devices' entries at once.
+		return Manage
 	default:
 		// By-tag and unfiltered listings, jobs, hub management, and any
 		// operation added later: the safest right.

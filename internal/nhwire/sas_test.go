@@ -253,6 +253,59 @@ func TestRights(t *testing.T) {
 	}
 }
 
+// TestRightsExtensions pins the rights of pushgate's own operations: the
+// bulk extensions need Manage, the feedback listing what its container URL
+// needed (Send), so a Send key can read the URL it was given.
+func TestRightsExtensions(t *testing.T) {
+	for op, want := range map[Operation]Rights{
+		OpFeedbackContainer: Send,
+		OpFeedbackList:      Send,
+		OpListInstallations: Manage,
+		OpAudience:          Manage,
+		OpEditTags:          Manage,
+		OpExport:            Manage,
+		OpImport:            Manage,
+	} {
+		if got := RightsFor(op); got != want {
+			t.Errorf("RightsFor(%d) = %s, want %s", op, got, want)
+		}
+		if want == Manage && (Listen | Send).Has(RightsFor(op)) {
+			t.Errorf("operation %d is open to a Listen+Send key", op)
+		}
+	}
+}
+
+// TestVerifyScopedToken checks the property the feedback container URL
+// relies on: a token whose sr is one resource's full URL is accepted for
+// that resource only, not for a sibling that shares a prefix, nor for any
+// other path of the hub.
+func TestVerifyScopedToken(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	r := testRules[1]
+	tok := Sign("https://h.example/hub/x-pushgate/feedback", r.Name, r.Key, now.Add(time.Hour))
+	for _, ok := range []string{
+		"https://h.example/hub/x-pushgate/feedback",
+		"https://h.example/hub/x-pushgate/feedback/?$top=5&continuationtoken=9",
+		"https://H.EXAMPLE/Hub/X-Pushgate/Feedback",
+	} {
+		if _, err := Verify(tok, mustURL(t, ok), testRules, now); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{
+		"https://h.example/hub/x-pushgate/feedbackcontainer",
+		"https://h.example/hub/x-pushgate/export",
+		"https://h.example/hub/feedbackcontainer",
+		"https://h.example/hub/installations/x",
+		"https://h.example/hub",
+		"https://other.example/hub/x-pushgate/feedback",
+	} {
+		if _, err := Verify(tok, mustURL(t, bad), testRules, now); !errors.Is(err, &SASError{Reason: ReasonResourceMismatch}) {
+			t.Errorf("%s: %v, want a resource mismatch", bad, err)
+		}
+	}
+}
+
 func FuzzVerify(f *testing.F) {
 	now := time.Unix(1700000000, 0)
 	f.Add(Sign("https://localhost:8443/", testRules[1].Name, testRules[1].Key, now.Add(time.Hour)), "https://localhost:8443/hub")

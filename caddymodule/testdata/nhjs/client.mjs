@@ -246,6 +246,23 @@ async function main() {
     }
   });
 
+  // --- PNS feedback ---
+  await step("getFeedbackContainerUrl", async () => {
+    const url = await client.getFeedbackContainerUrl();
+    expect("getFeedbackContainerUrl", typeof url === "string" && url.startsWith("https://"), `url ${JSON.stringify(url)}`);
+    // The URL carries its own token: fetched without an Authorization
+    // header, it lists the feedback (none here: log_only delivers all).
+    const res = await fetch(url);
+    const body = await res.text();
+    expect("getFeedbackContainerUrl", res.status === 200, `GET the URL: status ${res.status}: ${body}`);
+    return {
+      https: url.startsWith("https://"),
+      path: new URL(url).pathname,
+      status: res.status,
+      documents: (body.match(/<PnsFeedback /g) || []).length,
+    };
+  });
+
   // --- clean-up ---
   await step("deleteRegistration", async () => {
     await client.deleteRegistration(regId);
