@@ -83,7 +83,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 
 func parseHub(d *caddyfile.Dispenser) (*HubConfig, error) {
 	hc := &HubConfig{}
-	if !d.NextArg() {
+	if !d.NextArg() || d.Val() == "" {
 		return nil, d.Err("hub needs a name")
 	}
 	hc.Name = d.Val()
@@ -175,6 +175,10 @@ func parseHub(d *caddyfile.Dispenser) (*HubConfig, error) {
 			dur, err := caddy.ParseDuration(d.Val())
 			if err != nil {
 				return nil, d.Errf("ttl: %v", err)
+			}
+			if dur < 0 {
+				// Below zero would silently mean "no TTL".
+				return nil, d.Errf("ttl: %q is negative", d.Val())
 			}
 			hc.TTL = caddy.Duration(dur)
 		default:
@@ -335,6 +339,10 @@ func durationArg(d *caddyfile.Dispenser, v *caddy.Duration) error {
 	dur, err := caddy.ParseDuration(d.Val())
 	if err != nil {
 		return d.Errf("%s: %v", opt, err)
+	}
+	if dur < 0 {
+		// Below zero would silently mean the default.
+		return d.Errf("%s: %q is negative", opt, d.Val())
 	}
 	*v = caddy.Duration(dur)
 	return nil

@@ -83,6 +83,7 @@ func (tc *testCaddy) load(caddyfile string) {
 	} else {
 		src = global + "}\n" + src
 	}
+	src = strings.TrimRight(src, "\n") + "\n" // as caddy fmt writes it
 	adapter := caddyconfig.GetAdapter("caddyfile")
 	cfg, warnings, err := adapter.Adapt([]byte(src), map[string]any{"filename": "Caddyfile"})
 	if err != nil {

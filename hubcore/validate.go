@@ -135,6 +135,12 @@ func validateID(field, id string) error {
 	if len(id) > MaxInstallationIDLen {
 		return limit(field, "longer than %d characters", MaxInstallationIDLen)
 	}
+	if id == "." || id == ".." {
+		// A dot segment: URL resolution (RFC 3986 §5.2.4) in client
+		// libraries and proxies removes it, even percent-encoded, so an
+		// entry with this id could never be read or deleted by its URL.
+		return invalid(field, "%q is a URL dot segment, not an id", id)
+	}
 	for i := 0; i < len(id); i++ {
 		if c := id[i]; !isIDChar(c) {
 			return invalid(field, "character %q at offset %d not allowed (letters, digits, '.', '-' and '_' only)", c, i)
