@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -128,6 +129,21 @@ func (s *Store) checkShard(ctx context.Context, sh int, report func(int, string,
 	}
 	if int64(len(recs)) != n {
 		report(sh, "count n=%d but %d records", n, len(recs))
+	}
+	// One record per id: a second one would resurface when the first is
+	// deleted (what a lost compare-and-set would leave behind).
+	owner := map[string]int64{}
+	for _, iid := range slices.Sorted(maps.Keys(recs)) {
+		r := recs[iid]
+		k := "i:" + recordKey(r)
+		if r.reg {
+			k = "r:" + recordKey(r)
+		}
+		if first, ok := owner[k]; ok {
+			report(sh, "records %d and %d both hold %s", first, iid, r.id)
+			continue
+		}
+		owner[k] = iid
 	}
 	for iid := range recs {
 		if iid >= nx {

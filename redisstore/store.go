@@ -453,7 +453,10 @@ func (s *Store) contents(ctx context.Context, sh int, es []tmplEntry) ([]*tmplCo
 	for j, v := range vals {
 		str, ok := v.(string)
 		if !ok {
-			return nil, unavailable(fmt.Errorf("template %x of shard %d is missing", es[at[j]].hash, sh))
+			// Contents are freed with the last record that refers to them,
+			// so the record these entries came from has been replaced since
+			// it was read: the caller reads again.
+			return nil, unavailable(fmt.Errorf("template %x of shard %d is missing: %w", es[at[j]].hash, sh, errRetry))
 		}
 		c, err := decodeTemplate(str)
 		if err != nil {

@@ -206,6 +206,26 @@ func TestCheckFindsInconsistencies(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, "count n="},
+		{"two records for one id", func(t *testing.T, s *Store) {
+			one, err := s.locate(ctx, hInstallation, "i1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; ; i++ {
+				other, err := s.locate(ctx, hInstallation, fmt.Sprintf("c%d", i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if other.sh == one.sh {
+					// c<i>'s record now holds i1 too, as a lost
+					// compare-and-set would leave it.
+					if err := s.rdb.HSet(ctx, s.l.recBucket(other.sh, bucketOf(other.iid)), fmt.Sprint(slotOf(other.iid)), one.raw).Err(); err != nil {
+						t.Fatal(err)
+					}
+					return
+				}
+			}
+		}, "both hold i1"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

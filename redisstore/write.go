@@ -35,36 +35,46 @@ func (s *Store) locate(ctx context.Context, kind byte, key string) (*slot, error
 	h := hashOf(kind, key)
 	sl := &slot{sh: h.shard(s.l.shards), h: h, idField: h.field(), iid: -1}
 	sl.idKey = s.l.idBucket(sl.sh, h.bucket(s.l.buckets))
-	var v string
-	var raws []string
-	if guess, ok := s.loc.get(h); ok {
-		var err error
-		v, raws, err = s.fetchGuessed(ctx, sl, parseIIDs(guess))
-		if err != nil {
-			return nil, err
-		}
-		if v != guess {
-			raws = nil
-		}
-	} else {
+	// The records must be read in one snapshot with the id-map value that
+	// names them. Read apart, a delete and a re-create that reuses the
+	// same iid can fall in between: the id then looks absent (its record
+	// is gone) although the id-map value is back to what was read, so a
+	// create's compare-and-set on that value passes (ABA) and the id ends
+	// up with two records, the older one resurfacing when the newer is
+	// deleted. So the records are read in a transaction that reads the
+	// value again, until it confirms the value the iids came from (the
+	// remembered guess, or a plain read).
+	v, known := s.loc.get(h)
+	confirmed := false
+	if !known {
 		var err error
 		v, err = s.rdb.HGet(ctx, sl.idKey, sl.idField).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return nil, unavailable(err)
 		}
+		confirmed = true
+	}
+	var raws []string
+	for attempt := 0; ; attempt++ {
+		if confirmed && v == "" {
+			break // absent: one read is a snapshot
+		}
+		if attempt == maxRetries {
+			return nil, unavailable(errors.New("an id-map entry changed on every read"))
+		}
+		again, rs, err := s.fetchSnapshot(ctx, sl, parseIIDs(v))
+		if err != nil {
+			return nil, err
+		}
+		if again == v {
+			raws = rs
+			break
+		}
+		v, confirmed = again, true
 	}
 	s.loc.put(h, v)
 	sl.idVal = v
 	iids := parseIIDs(v)
-	if len(iids) == 0 {
-		return sl, nil
-	}
-	if raws == nil {
-		var err error
-		if raws, err = s.fetchRecords(ctx, sl.sh, iids); err != nil {
-			return nil, err
-		}
-	}
 	for i, raw := range raws {
 		if raw == "" {
 			continue
@@ -81,15 +91,17 @@ func (s *Store) locate(ctx context.Context, kind byte, key string) (*slot, error
 	return sl, nil
 }
 
-// fetchGuessed reads sl's id-map value and, in the same pipeline, the
-// records at the guessed iids. The records are only meaningful when the
-// value read equals the guess.
-func (s *Store) fetchGuessed(ctx context.Context, sl *slot, iids []int64) (string, []string, error) {
-	pipe := s.rdb.Pipeline()
+// fetchSnapshot reads, in one MULTI/EXEC transaction (one round trip),
+// sl's id-map value and the stored bytes of iids ("" for none), spilled
+// records included: a consistent snapshot when the value read names iids.
+func (s *Store) fetchSnapshot(ctx context.Context, sl *slot, iids []int64) (string, []string, error) {
+	pipe := s.rdb.TxPipeline()
 	idCmd := pipe.HGet(ctx, sl.idKey, sl.idField)
-	cmds := make([]*redis.StringCmd, len(iids))
+	recs := make([]*redis.StringCmd, len(iids))
+	spills := make([]*redis.StringCmd, len(iids))
 	for i, iid := range iids {
-		cmds[i] = pipe.HGet(ctx, s.l.recBucket(sl.sh, bucketOf(iid)), strconv.Itoa(int(slotOf(iid))))
+		recs[i] = pipe.HGet(ctx, s.l.recBucket(sl.sh, bucketOf(iid)), strconv.Itoa(int(slotOf(iid))))
+		spills[i] = pipe.Get(ctx, s.l.spill(sl.sh, iid))
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return "", nil, unavailable(err)
@@ -98,8 +110,20 @@ func (s *Store) fetchGuessed(ctx context.Context, sl *slot, iids []int64) (strin
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return "", nil, unavailable(err)
 	}
-	raws, err := s.recordsOf(ctx, sl.sh, iids, cmds)
-	return v, raws, err
+	out := make([]string, len(iids))
+	for i := range iids {
+		r, err := recs[i].Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return "", nil, unavailable(err)
+		}
+		if r == spillMarker {
+			if r, err = spills[i].Result(); err != nil && !errors.Is(err, redis.Nil) {
+				return "", nil, unavailable(err)
+			}
+		}
+		out[i] = r
+	}
+	return v, out, nil
 }
 
 // recordKey is the identity of a record's id: folded for installations.
@@ -458,10 +482,22 @@ func (s *Store) PutInstallation(ctx context.Context, in *hubcore.Installation, i
 			return nil, err
 		}
 		if done {
-			return s.toInstallation(ctx, sl.sh, r)
+			return s.written(ctx, sl.sh, r, in)
 		}
 	}
 	return nil, unavailable(errors.New("too many concurrent writes to one installation"))
+}
+
+// written is the installation just stored as r, made from in. A later
+// write may already have replaced it and freed its templates; the write
+// happened all the same, so the answer is then made from in.
+func (s *Store) written(ctx context.Context, sh int, r *record, in *hubcore.Installation) (*hubcore.Installation, error) {
+	out, err := s.toInstallation(ctx, sh, r)
+	if errors.Is(err, errRetry) {
+		out, err = in.Clone(), nil
+		out.Version = r.version
+	}
+	return out, err
 }
 
 // GetInstallation returns the installation or CodeNotFound.
@@ -470,10 +506,19 @@ func (s *Store) GetInstallation(ctx context.Context, id string) (*hubcore.Instal
 	if err != nil {
 		return nil, err
 	}
-	if !s.live(sl) {
-		return nil, notFound("installation")
+	for attempt := 0; ; attempt++ {
+		if !s.live(sl) {
+			return nil, notFound("installation")
+		}
+		in, err := s.toInstallation(ctx, sl.sh, sl.rec)
+		if !errors.Is(err, errRetry) || attempt == maxRetries {
+			return in, err
+		}
+		// The record read was replaced and its templates freed: read again.
+		if sl, err = s.locate(ctx, hInstallation, hubcore.InstallationKey(id)); err != nil {
+			return nil, err
+		}
 	}
-	return s.toInstallation(ctx, sl.sh, sl.rec)
 }
 
 // UpdateInstallation reads the installation, calls fn with a copy and
@@ -491,6 +536,9 @@ func (s *Store) UpdateInstallation(ctx context.Context, id string, fn func(*hubc
 			return nil, notFound("installation")
 		}
 		cur, err := s.toInstallation(ctx, sl.sh, sl.rec)
+		if errors.Is(err, errRetry) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -509,7 +557,7 @@ func (s *Store) UpdateInstallation(ctx context.Context, id string, fn func(*hubc
 		var ce *collisionError
 		switch {
 		case err == nil:
-			return s.toInstallation(ctx, sl.sh, r)
+			return s.written(ctx, sl.sh, r, out)
 		case errors.As(err, &ce):
 			inline[ce.hash] = true
 		case errors.Is(err, errRetry):
