@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-15}
+conc=${C:-32}   # concurrent requests, the same for every route
 
 make -s build
 go build -o bin/gatebench ./bench/gatebench
@@ -71,13 +72,13 @@ for _ in $(seq 100); do curl -sk "https://localhost:$bport/" >/dev/null 2>&1 && 
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(go version | cut -d' ' -f3); ${secs}s per run"
 put() { ./bin/gatebench -url "https://localhost:$nport" -mode put -path "/$1/installations/" -query api-version=2020-06 \
-  -sas "DefaultFullSharedAccessSignature:$key" -c 32 -d "$2"; }
+  -sas "DefaultFullSharedAccessSignature:$key" -c "$conc" -d "$2"; }
 rps() { sed -E 's/.* rps=([0-9]+).*/\1/' <<<"$1"; }
 # Warm up every route (TLS sessions, store connections).
 ./bin/gatebench -url "https://localhost:$bport" -mode get -path / -c 16 -d 2s >/dev/null
 put embedded 2s >/dev/null
 put redis 2s >/dev/null
-base=$(./bin/gatebench -url "https://localhost:$bport" -mode get -path / -c 32 -d "${secs}s")
+base=$(./bin/gatebench -url "https://localhost:$bport" -mode get -path / -c "$conc" -d "${secs}s")
 emb=$(put embedded "${secs}s")
 red=$(put redis "${secs}s")
 echo "baseline (respond):     $base"
@@ -91,3 +92,5 @@ if [ -n "${PROFILE:-}" ]; then
   put redis 9s >/dev/null
   wait "$prof"
 fi
+# Where Redis spends its time (per command: calls, µs per call).
+echo "redis commandstats:"; redis-cli -p "$rport" info commandstats | grep -E '^cmdstat_(evalsha|hget|get|pipeline|exec|multi)' | sed -E 's/cmdstat_([a-z]+):calls=([0-9]+),usec=([0-9]+),usec_per_call=([0-9.]+).*/  \1 calls=\2 usec_per_call=\4/'
