@@ -34,6 +34,12 @@ type locEntry struct {
 	h   hashed
 	val string
 	ok  bool
+	// A snapshot of the id's record with val, for writes (see snap):
+	// key guards against a hash collision, iid is -1 for none.
+	snap bool
+	key  string
+	iid  int64
+	raw  string
 }
 
 func (c *locCache) entry(h hashed) (*locStripe, *locEntry) {
@@ -58,6 +64,29 @@ func (c *locCache) put(h hashed, val string) {
 	st.mu.Lock()
 	*e = locEntry{h: h, val: val, ok: true}
 	st.mu.Unlock()
+}
+
+// putSnap remembers val together with the record it names for key (iid
+// -1 and raw "" when there is none), as last read or written.
+func (c *locCache) putSnap(h hashed, key, val string, iid int64, raw string) {
+	st, e := c.entry(h)
+	st.mu.Lock()
+	*e = locEntry{h: h, val: val, ok: true, snap: true, key: key, iid: iid, raw: raw}
+	st.mu.Unlock()
+}
+
+// snap returns the remembered id-map value and record of key. A write may
+// start from it instead of reading, because the write script compares both
+// with what is stored and refuses the write if either changed; a read may
+// not, since another process may have written since.
+func (c *locCache) snap(h hashed, key string) (val string, iid int64, raw string, ok bool) {
+	st, e := c.entry(h)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if e.ok && e.snap && e.h == h && e.key == key {
+		return e.val, e.iid, e.raw, true
+	}
+	return "", -1, "", false
 }
 
 // drop forgets h, after a write whose outcome is unknown.

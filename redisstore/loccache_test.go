@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -87,6 +88,32 @@ func TestLocationGuess(t *testing.T) {
 	var he *hubcore.Error
 	if !errors.As(err, &he) || he.Code != hubcore.CodeConflict || he.Current != cur.Version {
 		t.Fatalf("stale conditional write: %v", err)
+	}
+	// After that fresh read, a's snapshot is current: a replacing write is
+	// the write script alone.
+	rt.n.Store(0)
+	again := inst("x", "t5")
+	again.Stamp(a.now(), hubcore.Limits{})
+	if _, err := a.PutInstallation(ctx, again, hubcore.Always); err != nil {
+		t.Fatal(err)
+	}
+	if n := rt.n.Load(); n != 1 {
+		t.Errorf("a PUT from a current snapshot took %d round trips, want 1", n)
+	}
+	// b writes behind a's back; a's next write starts from its stale
+	// snapshot, is refused by the script and succeeds on a fresh read,
+	// without losing b's write's effects on the index.
+	put(t, b, inst("x", "t6"))
+	last := inst("x", "t7")
+	last.Stamp(a.now(), hubcore.Limits{})
+	if _, err := a.PutInstallation(ctx, last, hubcore.Always); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.GetInstallation(ctx, "x"); err != nil || strings.Join(got.Tags, ",") != "t7" {
+		t.Fatalf("after a write from a stale snapshot: %v %v", got, err)
+	}
+	if n := count(t, a, "t6"); n != 0 {
+		t.Fatalf("t6 still indexed %d times", n)
 	}
 	mustCheck(t, a)
 }

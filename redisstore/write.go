@@ -72,7 +72,6 @@ func (s *Store) locate(ctx context.Context, kind byte, key string) (*slot, error
 		}
 		v, confirmed = again, true
 	}
-	s.loc.put(h, v)
 	sl.idVal = v
 	iids := parseIIDs(v)
 	for i, raw := range raws {
@@ -81,14 +80,41 @@ func (s *Store) locate(ctx context.Context, kind byte, key string) (*slot, error
 		}
 		r := &record{}
 		if err := decodeRecord(raw, r); err != nil {
+			s.loc.drop(h)
 			return nil, unavailable(fmt.Errorf("record %d of shard %d: %w", iids[i], sl.sh, err))
 		}
 		if r.reg == (kind == hRegistration) && recordKey(r) == key {
 			sl.iid, sl.raw, sl.rec = iids[i], raw, r
-			return sl, nil
+			break
 		}
 	}
+	s.loc.putSnap(h, key, v, sl.iid, sl.raw)
 	return sl, nil
+}
+
+// locateForWrite is locate for a write that retries on errRetry: it starts
+// from the snapshot this process last read or wrote, when it has one, and
+// reports whether it did. Everything the write script is conditional on
+// (the id-map value and the record bytes) is in the snapshot, so a stale
+// one makes the script refuse the write and the retry reads afresh; the
+// caller must not answer from a snapshot either (a version or existence
+// check that fails on it is checked again on a fresh read).
+func (s *Store) locateForWrite(ctx context.Context, kind byte, key string) (*slot, bool, error) {
+	h := hashOf(kind, key)
+	if v, iid, raw, ok := s.loc.snap(h, key); ok {
+		sl := &slot{sh: h.shard(s.l.shards), h: h, idField: h.field(), idVal: v, iid: -1}
+		sl.idKey = s.l.idBucket(sl.sh, h.bucket(s.l.buckets))
+		if iid < 0 {
+			return sl, true, nil
+		}
+		r := &record{}
+		if err := decodeRecord(raw, r); err == nil {
+			sl.iid, sl.raw, sl.rec = iid, raw, r
+			return sl, true, nil
+		}
+	}
+	sl, err := s.locate(ctx, kind, key)
+	return sl, false, err
 }
 
 // fetchSnapshot reads, in one MULTI/EXEC transaction (one round trip),
@@ -415,7 +441,14 @@ func (s *Store) apply(ctx context.Context, c *change) error {
 	}
 	switch {
 	case res == "ok":
-		s.loc.put(sl.h, idNew)
+		switch {
+		case c.newRec != nil:
+			s.loc.putSnap(sl.h, recordKey(c.newRec), idNew, c.iid, newRaw)
+		case sl.rec != nil:
+			s.loc.putSnap(sl.h, recordKey(sl.rec), idNew, -1, "")
+		default:
+			s.loc.put(sl.h, idNew)
+		}
 		for h, src := range c.newTpl {
 			if tc, err := decodeTemplate(src); err == nil {
 				s.tc.putContent(tplKey{sh, h}, tc)
@@ -457,7 +490,17 @@ func (s *Store) PutInstallation(ctx context.Context, in *hubcore.Installation, i
 	key := hubcore.InstallationKey(in.InstallationID)
 	inline := map[uint64]bool{}
 	for attempt := 0; attempt < maxRetries; attempt++ {
-		sl, err := s.locate(ctx, hInstallation, key)
+		// The first attempt may start from this process's last snapshot:
+		// the write script checks it, and a failed precondition is only
+		// answered after a fresh read.
+		var sl *slot
+		var snap bool
+		var err error
+		if attempt == 0 {
+			sl, snap, err = s.locateForWrite(ctx, hInstallation, key)
+		} else {
+			sl, err = s.locate(ctx, hInstallation, key)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -466,14 +509,20 @@ func (s *Store) PutInstallation(ctx context.Context, in *hubcore.Installation, i
 		if live {
 			cur = sl.rec.version
 		}
-		if ifMatch.Version > 0 && cur != ifMatch.Version {
-			return nil, conflict(cur)
+		var pre error
+		switch {
+		case ifMatch.Version > 0 && cur != ifMatch.Version:
+			pre = conflict(cur)
+		case ifMatch.Exists && !live:
+			pre = notFound("installation")
+		case ifMatch.Absent && live:
+			pre = conflict(cur)
 		}
-		if ifMatch.Exists && !live {
-			return nil, notFound("installation")
-		}
-		if ifMatch.Absent && live {
-			return nil, conflict(cur)
+		if pre != nil {
+			if snap {
+				continue
+			}
+			return nil, pre
 		}
 		r, nt := recordOfInstallation(in, cur+1, inline)
 		c := &change{sl: sl, iid: sl.iid, newRec: r, newTpl: nt}
