@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -84,25 +83,7 @@ var fullToken = func() string { return token("DefaultFullSharedAccessSignature",
 
 func (e *nhEnv) do(method, path, auth, body string, hdr ...string) nhResp {
 	e.t.Helper()
-	r := httptest.NewRequest(method, "https://"+nhHost+path, strings.NewReader(body))
-	if auth != "" {
-		r.Header.Set("Authorization", auth)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		r.Header.Set(hdr[i], hdr[i+1])
-	}
-	w := httptest.NewRecorder()
-	if err := e.api.ServeHTTP(w, r, nil); err != nil {
-		e.t.Fatal(err)
-	}
-	res := nhResp{status: w.Code, body: w.Body.String(), header: w.Header()}
-	if res.header.Get("TrackingId") == "" {
-		e.t.Fatalf("%s %s: no TrackingId", method, path)
-	}
-	if res.status >= 500 {
-		e.t.Fatalf("%s %s: %d %s", method, path, res.status, res.body)
-	}
-	return res
+	return e.doURL(method, "https://"+nhHost+path, auth, body, hdr...)
 }
 
 // want checks the status and, for errors, the NH error body.
