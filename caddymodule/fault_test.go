@@ -900,7 +900,7 @@ func TestFaultHistoryCheck(t *testing.T) {
 func TestRedisClientOptionErrors(t *testing.T) {
 	for opt, want := range map[string]string{
 		"redis_dial_timeout 0s":    "must be positive",
-		"redis_read_timeout -1s":   "must be positive",
+		"redis_read_timeout -1s":   "is negative",
 		"redis_read_timeout":       "wrong argument count",
 		"redis_dial_timeout 1s 2s": "wrong argument count",
 		"redis_max_retries -1":     "not a non-negative integer",
