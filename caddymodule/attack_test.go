@@ -745,9 +745,10 @@ func policyRows(e *atkEnv) []attackRow {
 		return e.gate(t, "PUT", "/push/register/"+id, e.alice, `{"platform":"fcmv1","handle":"fcm-alice-9","tags":[]}`)
 	}
 	backdated := func(t *testing.T) atkResp {
-		// The hub's own id with its issue time moved: the MAC no longer fits.
+		// The hub's own id with its issue time moved an hour back (never
+		// the second it was issued in): the MAC no longer fits.
 		parts := strings.Split(e.bobRegID, "-")
-		parts[1] = fmt.Sprint(time.Now().Unix())
+		parts[1] = fmt.Sprint(time.Now().Add(-time.Hour).Unix())
 		return e.gate(t, "PUT", "/push/register/"+strings.Join(parts, "-"), e.alice, `{"platform":"fcmv1","handle":"fcm-alice-9","tags":[]}`)
 	}
 	return []attackRow{
