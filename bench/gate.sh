@@ -15,19 +15,11 @@ secs=${2:-15}
 make -s build
 go build -o bin/gatebench ./bench/gatebench
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 
 hubopts=""
 if [ "$store" = redis ]; then
-  rport=$(freeport)
-  redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" >"$tmp/redis.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  start_redis
   hubopts="redis 127.0.0.1:$rport"
 else
   hubopts="data_dir $tmp/data"
@@ -67,10 +59,7 @@ localhost:$bport {
 	respond "ok" 200
 }
 CADDY
-export XDG_DATA_HOME="$tmp/xdg" XDG_CONFIG_HOME="$tmp/xdg"
-./bin/caddy run --config "$tmp/Caddyfile" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do curl -sk "https://localhost:$bport/" >/dev/null 2>&1 && break; sleep 0.1; done
+start_caddy "https://localhost:$bport/"
 token=$(./bin/caddy pushgate dev-token --sub alice --issuer "http://127.0.0.1:$iport" 2>/dev/null)
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(go version | cut -d' ' -f3); store: $store; ${secs}s per run"

@@ -17,17 +17,9 @@ conc=${C:-32}   # concurrent requests, the same for every route
 make -s build
 go build -o bin/gatebench ./bench/gatebench
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
+. bench/lib.sh
 
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-rport=$(freeport)
-redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" >"$tmp/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis
 
 key=$(head -c 32 /dev/urandom | base64)
 nport=$(freeport); bport=$(freeport); aport=$(freeport)
@@ -65,10 +57,7 @@ localhost:$bport {
 	respond "ok" 200
 }
 CADDY
-export XDG_DATA_HOME="$tmp/xdg" XDG_CONFIG_HOME="$tmp/xdg"
-./bin/caddy run --config "$tmp/Caddyfile" --adapter caddyfile >"$tmp/caddy.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do curl -sk "https://localhost:$bport/" >/dev/null 2>&1 && break; sleep 0.1; done
+start_caddy "https://localhost:$bport/"
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(go version | cut -d' ' -f3); ${secs}s per run"
 put() { ./bin/gatebench -url "https://localhost:$nport" -mode put -path "/$1/installations/" -query api-version=2020-06 \

@@ -54,13 +54,18 @@ func writeError(w http.ResponseWriter, err error) int {
 			w.Header().Set("ETag", etag(he.Current))
 		}
 	}
-	if status == http.StatusServiceUnavailable {
-		// Every 503 here is transient (the store or the policy engine
-		// could not answer in time); SDKs retry sooner when told when.
-		w.Header().Set("Retry-After", "1")
-	}
+	setRetryAfter(w, status)
 	writeJSON(w, status, body)
 	return status
+}
+
+// setRetryAfter marks a 503 as worth retrying soon. Every 503 either API
+// sends is transient (the store or the policy engine could not answer in
+// time), and clients and SDKs retry sooner when told when.
+func setRetryAfter(w http.ResponseWriter, status int) {
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -366,9 +366,8 @@ func (n *NHAPI) failErr(req *nhReq, err error) int {
 		text := "The server encountered an internal error. Please retry the request."
 		if status == http.StatusServiceUnavailable {
 			text = "The service is temporarily unavailable. Please retry the request."
-			// The SDKs' retry policies honour it (reference §1.5).
-			req.w.Header().Set("Retry-After", "1")
 		}
+		setRetryAfter(req.w, status) // the SDKs' retry policies honour it (reference §1.5)
 		return n.fail(req, status, text)
 	}
 	var he *hubcore.Error

@@ -45,12 +45,8 @@ func (h *Hub) Limits() Limits { return h.limits }
 // client has just told us its current handle.
 func (h *Hub) PutInstallation(ctx context.Context, in *Installation, cond Cond) (*Installation, error) {
 	in = in.Clone()
-	if err := in.Validate(h.limits); err != nil {
-		return nil, err
-	}
 	in.PushChannelExpired = false
-	in.Stamp(h.now(), h.limits)
-	return h.store.PutInstallation(ctx, in, cond)
+	return h.put(ctx, in, cond)
 }
 
 // PutPatched stores an installation that a caller built by applying a
@@ -60,7 +56,11 @@ func (h *Hub) PutInstallation(ctx context.Context, in *Installation, cond Cond) 
 // revives a handle the push service reported dead nor signs a signed-off
 // device back in.
 func (h *Hub) PutPatched(ctx context.Context, in *Installation, cond Cond) (*Installation, error) {
-	in = in.Clone()
+	return h.put(ctx, in.Clone(), cond)
+}
+
+// put validates, stamps and stores in, which the caller owns.
+func (h *Hub) put(ctx context.Context, in *Installation, cond Cond) (*Installation, error) {
 	if err := in.Validate(h.limits); err != nil {
 		return nil, err
 	}

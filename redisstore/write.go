@@ -204,12 +204,6 @@ func (s *Store) fetchRecords(ctx context.Context, sh int, iids []int64) ([]strin
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, unavailable(err)
 	}
-	return s.recordsOf(ctx, sh, iids, cmds)
-}
-
-// recordsOf collects the replies of record reads, fetching spilled records
-// from their own keys.
-func (s *Store) recordsOf(ctx context.Context, sh int, iids []int64, cmds []*redis.StringCmd) ([]string, error) {
 	out := make([]string, len(iids))
 	var spilled []int
 	for i, c := range cmds {
