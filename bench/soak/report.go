@@ -175,7 +175,7 @@ func drive(ctx context.Context, cfg *Config, e *env) (*Result, error) {
 	}
 	res.Sends = st.sent.Load()
 	res.Deliveries, res.Retries = deliveryCounts()
-	res.Accepted, res.Refused = e.apns.Log.Accepted()+e.fcm.Log.Accepted(), e.apns.Log.Refused()+e.fcm.Log.Refused()
+	res.Accepted, res.Refused = e.accepted(), e.refused()
 
 	if res.TotalErr > 0 {
 		res.Failures = append(res.Failures, fmt.Sprintf("%d of %d requests failed", res.TotalErr, res.TotalReq))
@@ -319,8 +319,19 @@ func progressLine(s Sample, st *stats, e *env) string {
 	slices.Sort(outs)
 	fmt.Fprintf(&b, "] heap live=%s inuse=%s rss=%s goroutines=%d | sends=%d deliveries{%s} retries=%d fakes accepted=%d refused=%d",
 		mib(s.HeapLive), mib(s.HeapInUse), mib(s.RSS), s.Goroutines, st.sent.Load(), strings.Join(outs, " "), retries,
-		e.apns.Log.Accepted()+e.fcm.Log.Accepted(), e.apns.Log.Refused()+e.fcm.Log.Refused())
+		e.accepted(), e.refused())
 	return b.String()
+}
+
+// accepted counts the notifications the fakes accepted.
+func (e *env) accepted() int64 { return e.apns.Log.Accepted() + e.fcm.Log.Accepted() }
+
+// refused counts the notifications the fakes refused. The APNs sender's
+// first request on each connection is a HEAD of "/" that learns the
+// server's stream limit (pnshttp.AwaitSettings), and APNs refuses every
+// method but POST: those are not notifications.
+func (e *env) refused() int64 {
+	return e.apns.Log.Refused() - e.apns.Conns() + e.fcm.Log.Refused()
 }
 
 // checkGrowth judges the samples: those taken while the load ran (up to

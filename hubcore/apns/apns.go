@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/pushgate/pushgate/hubcore"
+	"github.com/pushgate/pushgate/hubcore/internal/pnshttp"
 )
 
 // APNs endpoints.
@@ -270,10 +271,10 @@ func (s *Sender) post(ctx context.Context, d *hubcore.Delivery, h http.Header) (
 	var resp *http.Response
 	for attempt := 1; ; attempt++ {
 		resp, err = s.roundTrip(ctx, d, h)
-		// A refused stream was never processed (RFC 9113 §8.7): it happens
-		// when a new connection's first requests beat the server's
-		// SETTINGS_MAX_CONCURRENT_STREAMS, and sending again is safe.
-		if err == nil || !refusedStream(err) || attempt == maxRefused || ctx.Err() != nil {
+		// A refused stream was never processed (RFC 9113 §8.7), nor was a
+		// request the client would not put on a connection that had
+		// failed meanwhile: sending again is safe.
+		if err == nil || !pnshttp.Unprocessed(err) || attempt == maxRefused || ctx.Err() != nil {
 			break
 		}
 	}
@@ -294,7 +295,7 @@ func (s *Sender) post(ctx context.Context, d *hubcore.Delivery, h http.Header) (
 	return resp.StatusCode, reason, parseRetryAfter(resp.Header.Get("Retry-After"), s.now()), nil
 }
 
-// maxRefused bounds the resends of a refused stream.
+// maxRefused bounds the resends of a request the server never saw.
 const maxRefused = 5
 
 func (s *Sender) roundTrip(ctx context.Context, d *hubcore.Delivery, h http.Header) (*http.Response, error) {
@@ -308,25 +309,6 @@ func (s *Sender) roundTrip(ctx context.Context, d *hubcore.Delivery, h http.Head
 		return nil, err
 	}
 	return cc.RoundTrip(req)
-}
-
-// streamError has the shape of net/http's HTTP/2 stream error, which
-// errors.As fills in field by field (the bundled type is unexported).
-type streamError struct {
-	StreamID uint32
-	Code     uint32
-	Cause    error
-}
-
-func (e streamError) Error() string {
-	return fmt.Sprintf("http2 stream %d error %d", e.StreamID, e.Code)
-}
-
-const errCodeRefusedStream = 0x7
-
-func refusedStream(err error) bool {
-	var se streamError
-	return errors.As(err, &se) && se.Code == errCodeRefusedStream
 }
 
 // headers builds the request headers from the delivery: the hub's rendered

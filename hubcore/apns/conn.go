@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"sync/atomic"
+
+	"github.com/pushgate/pushgate/hubcore/internal/pnshttp"
 )
 
 // conn is one connection of the pool, dialled on first use and again after
@@ -43,6 +45,11 @@ func (c *conn) get(ctx context.Context, s *Sender) (*http.ClientConn, error) {
 	// dial (the transport's dial and handshake timeouts bound it too).
 	cc, err := s.dialer.NewClientConn(ctx, "https", s.host)
 	if err != nil {
+		return nil, fmt.Errorf("apns: connecting to %s: %w", s.host, err)
+	}
+	// Nobody sends on it before APNs' stream limit is known.
+	if err := pnshttp.AwaitSettings(ctx, cc, "https://"+s.host); err != nil {
+		cc.Close()
 		return nil, fmt.Errorf("apns: connecting to %s: %w", s.host, err)
 	}
 	if old != nil {

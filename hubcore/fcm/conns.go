@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/pushgate/pushgate/hubcore/internal/pnshttp"
 )
 
 // connPool spreads requests over a fixed number of HTTP/2 connections to
@@ -71,7 +73,7 @@ func (p *connPool) conn(ctx context.Context) (*poolConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := p.probe(ctx, cc); err != nil {
+	if err := pnshttp.AwaitSettings(ctx, cc, p.scheme+"://"+p.addr); err != nil {
 		cc.Close()
 		return nil, err
 	}
@@ -81,25 +83,6 @@ func (p *connPool) conn(ctx context.Context) (*poolConn, error) {
 	}
 	s.c = &poolConn{cc: cc}
 	return s.c, nil
-}
-
-// probe makes one small request on a new connection and waits for its
-// answer, whatever it is. The server's SETTINGS frame comes before any
-// answer, so afterwards the client knows how many streams the server
-// allows. Until then it assumes a default that may be higher, and a burst
-// of first requests would open streams the server refuses (and a Go
-// server, seeing many, may close the connection).
-func (p *connPool) probe(ctx context.Context, cc *http.ClientConn) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, p.scheme+"://"+p.addr+"/", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := cc.RoundTrip(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	return nil
 }
 
 // roundTrip sends a request on one of the pool's connections. Requests
@@ -117,23 +100,11 @@ func (p *connPool) roundTrip(ctx context.Context, newReq func() (*http.Request, 
 			return nil, err
 		}
 		resp, err := pc.cc.RoundTrip(req)
-		if err != nil && attempt < 2 && ctx.Err() == nil && unprocessed(err) {
+		if err != nil && attempt < 2 && ctx.Err() == nil && pnshttp.Unprocessed(err) {
 			continue
 		}
 		return resp, err
 	}
-}
-
-// unprocessed reports whether err says the server never saw the request.
-// net/http exposes these HTTP/2 errors only as text: a RST_STREAM with
-// REFUSED_STREAM (RFC 9113 §8.7 guarantees no processing), and the
-// client's own refusal to use a connection that is shutting down.
-func unprocessed(err error) bool {
-	s := err.Error()
-	return strings.Contains(s, "REFUSED_STREAM") ||
-		strings.Contains(s, "client conn not usable") ||
-		strings.Contains(s, "graceful shutdown GOAWAY") ||
-		strings.Contains(s, "client conn could not be established")
 }
 
 func (p *connPool) close() {

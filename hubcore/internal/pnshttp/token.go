@@ -1,5 +1,6 @@
-// Package pnshttp holds what the OAuth-authenticated push senders (FCM,
-// WNS) share: the access-token cache and the Retry-After parser.
+// Package pnshttp holds what the push senders share: the access-token
+// cache of the OAuth-authenticated ones (FCM, WNS), the Retry-After parser,
+// and the handling of a new HTTP/2 connection.
 package pnshttp
 
 import (
