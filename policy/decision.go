@@ -36,6 +36,9 @@ type Decision struct {
 	// Revision is the Engine revision of the policy that decided; it is not
 	// part of the policy's document.
 	Revision uint64 `json:"-"`
+	// Cached is set when the decision was not evaluated but reused: the
+	// same policy decided an input equal on every path it reads.
+	Cached bool `json:"-"`
 }
 
 func deny(reason string, rev uint64) Decision {
@@ -58,7 +61,20 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 	if err != nil {
 		return deny(ReasonError, c.revision), err
 	}
-	return e.eval(ctx, c, rego.EvalParsedInput(v))
+	if c.cache == nil {
+		return e.eval(ctx, c, rego.EvalParsedInput(v))
+	}
+	k := c.cache.key(v)
+	if d, ok := c.cache.get(k); ok {
+		d.Cached = true
+		return d, nil
+	}
+	d, err := e.eval(ctx, c, rego.EvalParsedInput(v))
+	if err == nil {
+		// Failures (a timeout above all) are not the policy's answer.
+		c.cache.put(k, d)
+	}
+	return d, err
 }
 
 // decideRaw evaluates with OPA converting the input itself; the benchmarks

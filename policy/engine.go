@@ -48,6 +48,11 @@ type Options struct {
 	// EvalTimeout bounds one Decide; default DefaultEvalTimeout. A policy
 	// that runs longer is cancelled and the request denied.
 	EvalTimeout time.Duration
+	// DecisionCacheSize bounds the decisions kept per loaded policy,
+	// keyed by the input paths its rules read; default
+	// DefaultDecisionCacheSize, negative for none. A policy that calls a
+	// nondeterministic builtin or print is never cached.
+	DecisionCacheSize int
 }
 
 func (o Options) withDefaults() Options {
@@ -62,6 +67,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.EvalTimeout <= 0 {
 		o.EvalTimeout = DefaultEvalTimeout
+	}
+	if o.DecisionCacheSize == 0 {
+		o.DecisionCacheSize = DefaultDecisionCacheSize
 	}
 	return o
 }
@@ -90,6 +98,7 @@ type compiled struct {
 	revision uint64
 	digest   string
 	files    []string
+	cache    *decisionCache // nil: every request is evaluated
 }
 
 // Load reads and compiles the policy in opts.Dir. It fails when the
@@ -200,7 +209,8 @@ func (e *Engine) reload(ctx context.Context, force bool) error {
 		zap.String("dir", e.opts.Dir),
 		zap.Uint64("revision", c.revision),
 		zap.String("digest", c.digest),
-		zap.Strings("files", c.files))
+		zap.Strings("files", c.files),
+		zap.Stringer("decision_cache", c.cache))
 	return nil
 }
 
@@ -361,7 +371,13 @@ func (e *Engine) compile(ctx context.Context, files []string) (*compiled, error)
 	if err != nil {
 		return nil, fmt.Errorf("policy: preparing %s: %w", e.opts.Query, err)
 	}
-	return &compiled{pq: pq, digest: "sha256:" + hex.EncodeToString(h.Sum(nil)), files: served}, nil
+	c := &compiled{pq: pq, digest: "sha256:" + hex.EncodeToString(h.Sum(nil)), files: served}
+	if e.opts.DecisionCacheSize > 0 {
+		if paths, ok := inputPaths(compiler.Modules, ast.BuiltinMap); ok {
+			c.cache = newDecisionCache(paths, e.opts.DecisionCacheSize)
+		}
+	}
+	return c, nil
 }
 
 func hasRego(files []string) bool {
