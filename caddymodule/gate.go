@@ -48,6 +48,10 @@ type Gate struct {
 	IdentityHeaders bool `json:"identity_headers,omitempty"`
 	// MaxBodyBytes bounds a request body (default 256 KiB).
 	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
+	// DecisionCache bounds the policy decisions reused for requests equal
+	// on every input path the policy reads (policy.Options
+	// .DecisionCacheSize): 0 for the default, negative for none.
+	DecisionCache int `json:"decision_cache,omitempty"`
 
 	hub      *hubcore.Hub
 	verifier tokenVerifier
@@ -81,6 +85,13 @@ type tokenVerifier interface {
 
 type decider interface {
 	Decide(ctx context.Context, in policy.Input) (policy.Decision, error)
+}
+
+// recentReader is offered by a store that remembers what it last read or
+// wrote (redisstore): a copy that may be stale, which the gate decides a
+// write on only because the write is conditional on the copy's version.
+type recentReader interface {
+	RecentInstallation(ctx context.Context, id string) (*hubcore.Installation, bool)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -127,7 +138,7 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 		if g.Policy == "" {
 			return fmt.Errorf("pushgate_gate: a policy directory is required")
 		}
-		g.engine, err = policy.Load(ctx, policy.Options{Dir: g.Policy, Logger: g.logger.Named("policy")})
+		g.engine, err = policy.Load(ctx, policy.Options{Dir: g.Policy, Logger: g.logger.Named("policy"), DecisionCacheSize: g.DecisionCache})
 		if err != nil {
 			return fmt.Errorf("pushgate_gate: %v", err)
 		}
@@ -314,9 +325,14 @@ func (g *Gate) serveDevice(w http.ResponseWriter, r *http.Request, route string)
 func (g *Gate) withRetry(ctx context.Context, req *request, h func(context.Context, *request) (int, any, error)) (int, any, error) {
 	for attempt := 0; ; attempt++ {
 		status, resp, err := h(ctx, req)
-		if hubcore.CodeOf(err) != hubcore.CodeConflict || attempt == 4 {
+		switch {
+		case err != nil && req.remembered && !req.fresh && ctx.Err() == nil:
+			// Decided on a remembered copy, which may be stale: a refusal
+			// is only final once decided on what is stored.
+		case hubcore.CodeOf(err) != hubcore.CodeConflict || attempt == 4:
 			return status, resp, err
 		}
+		req.fresh = true
 	}
 }
 
@@ -355,6 +371,9 @@ type request struct {
 	user policy.User
 	id   string
 	body []byte
+	// remembered is set when the request was decided on the store's
+	// remembered copy; fresh once it must be decided on what is stored.
+	remembered, fresh bool
 }
 
 func userOf(id *oidcauth.Identity) policy.User {
@@ -402,11 +421,14 @@ func (g *Gate) decide(ctx context.Context, in policy.Input, stored *hubcore.Inst
 		denial = forbidden("this installation belongs to another user")
 	}
 	g.metrics.decisions.WithLabelValues(result).Inc()
-	g.logger.Info("decision",
-		zap.String("user", in.User.UserID), zap.String("operation", in.Operation), zap.String("resource", in.Resource),
-		zap.Strings("requested_tags", in.RequestedTags), zap.Strings("granted_tags", d.FilterTags(in.RequestedTags)),
-		zap.Strings("injected_tags", d.Inject), zap.String("result", result), zap.Strings("reasons", d.Reasons),
-		zap.Duration("latency", time.Since(start)))
+	// Checked first: the fields cost allocations on every request, and the
+	// decision log is usually off.
+	if ce := g.logger.Check(zap.InfoLevel, "decision"); ce != nil {
+		ce.Write(zap.String("user", in.User.UserID), zap.String("operation", in.Operation), zap.String("resource", in.Resource),
+			zap.Strings("requested_tags", in.RequestedTags), zap.Strings("granted_tags", d.FilterTags(in.RequestedTags)),
+			zap.Strings("injected_tags", d.Inject), zap.String("result", result), zap.Strings("reasons", d.Reasons),
+			zap.Bool("cached", d.Cached), zap.Duration("latency", time.Since(start)))
+	}
 	return d, denial
 }
 
@@ -443,7 +465,11 @@ func (g *Gate) patchInstallation(ctx context.Context, req *request) (int, any, e
 	if err != nil {
 		return 0, nil, err
 	}
-	stored, err := g.load(ctx, req.id)
+	stored, err := g.loadForWrite(ctx, req, req.id)
+	if err == nil && stored == nil {
+		// A 404 is an answer, not a conditional write: make sure.
+		stored, err = g.load(ctx, req.id)
+	}
 	if err != nil {
 		return 0, nil, err
 	}
@@ -457,9 +483,23 @@ func (g *Gate) patchInstallation(ctx context.Context, req *request) (int, any, e
 	return g.writeOver(ctx, req, patched, stored, ops)
 }
 
+// loadForWrite returns the installation a write is decided on: the
+// store's remembered copy when it has one (the write is conditional on its
+// version, so a stale copy costs a retry, never a wrong decision), else
+// what is stored.
+func (g *Gate) loadForWrite(ctx context.Context, req *request, id string) (*hubcore.Installation, error) {
+	if rr, ok := g.hub.Store().(recentReader); ok && !req.fresh {
+		if in, found := rr.RecentInstallation(ctx, id); found {
+			req.remembered = true
+			return in, nil
+		}
+	}
+	return g.load(ctx, id)
+}
+
 // write stores a new or replacing installation through the policy.
 func (g *Gate) write(ctx context.Context, req *request, in *hubcore.Installation, ops []hubcore.PatchOp) (int, any, error) {
-	stored, err := g.load(ctx, in.InstallationID)
+	stored, err := g.loadForWrite(ctx, req, in.InstallationID)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -495,12 +535,10 @@ func (g *Gate) writeOver(ctx context.Context, req *request, in, stored *hubcore.
 	}
 	out := in.Clone()
 	removed := d.ApplyInstallation(out)
-	// The write is conditional on what the decision saw: the version read,
-	// or absence, so a concurrent change makes the request decide again.
-	cond := hubcore.Cond{Absent: true}
-	if stored != nil {
-		cond = hubcore.Cond{Version: stored.Version}
-	}
+	// The write is conditional on what the decision saw (the version read
+	// and the time it was written, or absence), so a concurrent change,
+	// a delete and re-create included, makes the request decide again.
+	cond := hubcore.CondOn(stored)
 	put := g.hub.PutInstallation
 	if ops != nil {
 		put = g.hub.PutPatched
@@ -588,7 +626,7 @@ func (g *Gate) deleteInstallation(ctx context.Context, req *request) (int, any, 
 		return 0, nil, forbidden("this installation belongs to another user")
 	}
 	if req.r.URL.Query().Get("forget") == "true" {
-		err := g.hub.Store().DeleteInstallation(ctx, stored.InstallationID, hubcore.Cond{Version: stored.Version})
+		err := g.hub.Store().DeleteInstallation(ctx, stored.InstallationID, hubcore.CondOn(stored))
 		if hubcore.CodeOf(err) == hubcore.CodeNotFound {
 			err = nil
 		}
@@ -596,7 +634,7 @@ func (g *Gate) deleteInstallation(ctx context.Context, req *request) (int, any, 
 	}
 	signedOff := stored.Clone()
 	signedOff.PushChannelExpired = true
-	if _, err := g.hub.Store().PutInstallation(ctx, signedOff, hubcore.Cond{Version: stored.Version}); err != nil {
+	if _, err := g.hub.Store().PutInstallation(ctx, signedOff, hubcore.CondOn(stored)); err != nil {
 		return 0, nil, err
 	}
 	g.metrics.registrations.WithLabelValues("signoff").Inc()

@@ -32,6 +32,7 @@ func init() {
 //		}
 //		identity_headers         # pass the verified identity upstream
 //		max_body <size>          # default 256KiB
+//		decision_cache <n>|off   # decisions kept per loaded policy; default 16384
 //	}
 func parseGate(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	g := new(Gate)
@@ -77,6 +78,20 @@ func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_body: %q is not a size", d.Val())
 			}
 			g.MaxBodyBytes = int64(n)
+		case "decision_cache":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if d.Val() == "off" {
+				g.DecisionCache = -1
+			} else if n, err := strconv.Atoi(d.Val()); err != nil || n <= 0 {
+				return d.Errf("decision_cache: %q is neither a positive number of decisions nor off", d.Val())
+			} else {
+				g.DecisionCache = n
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
 		case "oidc":
 			if err := g.parseOIDC(d); err != nil {
 				return err

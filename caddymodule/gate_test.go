@@ -11,12 +11,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/pushgate/pushgate/hubcore"
 	"github.com/pushgate/pushgate/internal/oidcauth"
+	"github.com/pushgate/pushgate/internal/redistest"
 	"github.com/pushgate/pushgate/memstore"
 	"github.com/pushgate/pushgate/policy"
+	"github.com/pushgate/pushgate/redisstore"
 )
 
 const apnsToken = "0F9A3C5E7B2D4F6A8C1E3B5D7F9A2C4E6B8D0F1A3C5E7B9D2F4A6C8E0B1D3F5A"
@@ -305,5 +308,68 @@ func TestGatePolicyTimeout(t *testing.T) {
 	}
 	if _, err := st.GetInstallation(context.Background(), "dev1"); hubcore.CodeOf(err) != hubcore.CodeNotFound {
 		t.Fatalf("a timed-out decision stored something: %v", err)
+	}
+}
+
+// TestGateStaleCopyDecidesNothing: the gate decides a write on its store's
+// remembered copy of the installation, which may be stale after another
+// process wrote. Here process A remembers alice's device at version 1;
+// process B deletes it for good and bob registers the same id, again at
+// version 1. Alice's next PUT or PATCH through A is decided on A's memory,
+// which says the device is hers: the write must still fail its
+// precondition and be decided again on bob's record (403).
+func TestGateStaleCopyDecidesNothing(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := context.Background()
+	open := func() hubcore.Store {
+		st, err := redisstore.New(ctx, redisstore.Options{Redis: redis.UniversalOptions{Addrs: []string{srv.Addr}}, Hub: "stale"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	gateOn := func(st hubcore.Store) *Gate {
+		g, _ := newTestGate(t)
+		g.hub = hubcore.NewHub(st, hubcore.HubOptions{})
+		return g
+	}
+	a, b := gateOn(open()), gateOn(open())
+	rr, ok := a.hub.Store().(recentReader)
+	if !ok {
+		t.Fatal("the Redis store offers no remembered copies: this test tests nothing")
+	}
+	for _, method := range []string{"PUT", "PATCH"} {
+		if r := do(t, a, "PUT", "/push/installations/dev1", "alice", installation("event:a")); r.status != 200 {
+			t.Fatalf("alice's PUT through A: %d %v", r.status, r.body)
+		}
+		if r := do(t, b, "DELETE", "/push/installations/dev1?forget=true", "alice", ""); r.status != 204 {
+			t.Fatalf("alice's delete through B: %d %v", r.status, r.body)
+		}
+		if r := do(t, b, "PUT", "/push/installations/dev1", "bob", installation("event:b")); r.status != 200 {
+			t.Fatalf("bob's PUT through B: %d %v", r.status, r.body)
+		}
+		bobs, err := b.hub.Store().GetInstallation(ctx, "dev1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A still remembers alice's record, at the version bob's has now.
+		if in, found := rr.RecentInstallation(ctx, "dev1"); !found || in.UserID != "alice" || in.Version != bobs.Version {
+			t.Fatalf("A's remembered copy %+v, %v, bob's record %+v; the test needs alice's at the same version", in, found, bobs)
+		}
+		body := installation("event:a")
+		if method == "PATCH" {
+			body = `[{"op":"add","path":"/tags","value":"event:c"}]`
+		}
+		if r := do(t, a, method, "/push/installations/dev1", "alice", body); r.status != http.StatusForbidden {
+			t.Fatalf("alice's %s through A over bob's device: %d %v", method, r.status, r.body)
+		}
+		in, err := b.hub.Store().GetInstallation(ctx, "dev1")
+		if err != nil || in.UserID != "bob" || in.Version != bobs.Version || slices.Contains(in.Tags, "event:a") || slices.Contains(in.Tags, "event:c") {
+			t.Fatalf("stored after alice's %s: %+v, %v", method, in, err)
+		}
+		if r := do(t, b, "DELETE", "/push/installations/dev1?forget=true", "bob", ""); r.status != 204 {
+			t.Fatalf("bob's delete through B: %d %v", r.status, r.body)
+		}
 	}
 }

@@ -111,6 +111,12 @@ type Cond struct {
 	// Version, when positive, requires the entry to exist at exactly this
 	// version (If-Match: "n").
 	Version int64
+	// Updated, with Version, also requires an installation's LastUpdate to
+	// be exactly this. A version alone repeats once an entry is deleted
+	// and created again (both start at 1); the time of the write that made
+	// the version does not, so a write decided on what one incarnation of
+	// an id held is never applied to the next (see CondOn).
+	Updated time.Time
 	// Exists requires the entry to exist (If-Match: *).
 	Exists bool
 	// Absent requires the entry not to exist (If-None-Match: *): a create
@@ -124,6 +130,15 @@ type Cond struct {
 
 // Always is the unconditional write (no If-Match).
 var Always = Cond{}
+
+// CondOn is the precondition for a write decided on in as read: in
+// unchanged, or, for nil, still absent.
+func CondOn(in *Installation) Cond {
+	if in == nil {
+		return Cond{Absent: true}
+	}
+	return Cond{Version: in.Version, Updated: in.LastUpdate}
+}
 
 // RegistrationIDTTL is how long an issued, deleted or expired registration
 // id is remembered.

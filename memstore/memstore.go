@@ -197,6 +197,15 @@ func checkCond(cur int64, c hubcore.Cond, what, id string) error {
 	return nil
 }
 
+// checkUpdated applies hubcore.Cond.Updated to an installation at version
+// cur, last written at updated.
+func checkUpdated(cur int64, updated time.Time, c hubcore.Cond) error {
+	if c.Version > 0 && !c.Updated.IsZero() && !updated.Equal(c.Updated) {
+		return conflict(cur)
+	}
+	return nil
+}
+
 // newInstRecord builds the record of a validated installation.
 func newInstRecord(in *hubcore.Installation) *record {
 	r := &record{key: instKey(in.InstallationID), inst: in, tags: tag.NewSet(in.IndexTags()...), handle: handleKey(in.Platform, in.PushChannel)}
@@ -368,10 +377,14 @@ func (s *Store) PutInstallation(ctx context.Context, in *hubcore.Installation, i
 	}
 	defer s.mu.Unlock()
 	var cur int64
+	var updated time.Time
 	if old := s.liveLocked(instKey(c.InstallationID), now, true); old != nil {
-		cur = old.inst.Version
+		cur, updated = old.inst.Version, old.inst.LastUpdate
 	}
 	if err := checkCond(cur, ifMatch, "installation", c.InstallationID); err != nil {
+		return nil, err
+	}
+	if err := checkUpdated(cur, updated, ifMatch); err != nil {
 		return nil, err
 	}
 	c.Version = cur + 1
@@ -457,6 +470,9 @@ func (s *Store) DeleteInstallation(ctx context.Context, id string, ifMatch hubco
 		return notFound("installation", id)
 	}
 	if err := checkCond(rec.inst.Version, ifMatch, "installation", id); err != nil {
+		return err
+	}
+	if err := checkUpdated(rec.inst.Version, rec.inst.LastUpdate, ifMatch); err != nil {
 		return err
 	}
 	s.removeLocked(rec.key)

@@ -471,6 +471,11 @@ func b2s(b bool) string {
 // --- installations ---
 
 // live reports whether the slot holds a live installation or registration.
+// sameUpdate applies hubcore.Cond.Updated to a live record.
+func sameUpdate(r *record, c hubcore.Cond) bool {
+	return c.Updated.IsZero() || r.lastUpdate.Equal(c.Updated)
+}
+
 func (s *Store) live(sl *slot) bool {
 	return sl.rec != nil && !expiredAt(sl.rec, s.now())
 }
@@ -505,7 +510,7 @@ func (s *Store) PutInstallation(ctx context.Context, in *hubcore.Installation, i
 		}
 		var pre error
 		switch {
-		case ifMatch.Version > 0 && cur != ifMatch.Version:
+		case ifMatch.Version > 0 && (cur != ifMatch.Version || !sameUpdate(sl.rec, ifMatch)):
 			pre = conflict(cur)
 		case ifMatch.Exists && !live:
 			pre = notFound("installation")
@@ -562,6 +567,37 @@ func (s *Store) GetInstallation(ctx context.Context, id string) (*hubcore.Instal
 			return nil, err
 		}
 	}
+}
+
+// RecentInstallation returns, without asking Redis, the installation as
+// this process last read or wrote it: found reports whether it remembers
+// the id at all, and in is nil when it remembers no live installation. The
+// copy may be stale (another process, or an eviction, may have changed
+// it), so it is only fit to decide a write made conditional on its version
+// (hubcore.Cond), which the write script checks against what is stored:
+// deciding on it saves the read and risks nothing but a retry.
+func (s *Store) RecentInstallation(ctx context.Context, id string) (in *hubcore.Installation, found bool) {
+	key := hubcore.InstallationKey(id)
+	h := hashOf(hInstallation, key)
+	_, iid, raw, ok := s.loc.snap(h, key)
+	if !ok {
+		return nil, false
+	}
+	if iid < 0 {
+		return nil, true
+	}
+	r := &record{}
+	if decodeRecord(raw, r) != nil {
+		return nil, false
+	}
+	if expiredAt(r, s.now()) {
+		return nil, true
+	}
+	in, err := s.toInstallation(ctx, h.shard(s.l.shards), r)
+	if err != nil {
+		return nil, false // its templates are gone: read it properly
+	}
+	return in, true
 }
 
 // UpdateInstallation reads the installation, calls fn with a copy and
@@ -628,7 +664,7 @@ func (s *Store) DeleteInstallation(ctx context.Context, id string, ifMatch hubco
 			}
 			return notFound("installation")
 		}
-		if ifMatch.Version > 0 && sl.rec.version != ifMatch.Version {
+		if ifMatch.Version > 0 && (sl.rec.version != ifMatch.Version || !sameUpdate(sl.rec, ifMatch)) {
 			return conflict(sl.rec.version)
 		}
 		err = s.apply(ctx, &change{sl: sl, iid: sl.iid, free: true})

@@ -160,6 +160,37 @@ func testInstallationConditions(h *harness) {
 	}
 }
 
+// testInstallationIncarnations: an id deleted and created again starts at
+// version 1 again, so a precondition taken from the first incarnation
+// (hubcore.CondOn) must not hold for the second: it also names the time
+// the version was written.
+func testInstallationIncarnations(h *harness) {
+	first := h.put(Installation("inc", hubcore.APNS, 1, "first"))
+	if err := h.s.DeleteInstallation(h.ctx, "inc", hubcore.CondOn(first)); err != nil {
+		h.t.Fatalf("delete on the record as read: %v", err)
+	}
+	h.clock.Advance(time.Millisecond)
+	second := h.put(Installation("inc", hubcore.APNS, 2, "second"))
+	if second.Version != first.Version {
+		h.t.Fatalf("re-created at version %d, first at %d: the case this test is about needs them equal", second.Version, first.Version)
+	}
+	_, err := h.s.PutInstallation(h.ctx, h.prepInst(Installation("inc", hubcore.APNS, 3, "late")), hubcore.CondOn(first))
+	h.wantConflict("put on the first incarnation over the second", err, second.Version)
+	h.wantConflict("delete on the first incarnation of the second", h.s.DeleteInstallation(h.ctx, "inc", hubcore.CondOn(first)), second.Version)
+	_, err = h.s.PutInstallation(h.ctx, h.prepInst(Installation("inc", hubcore.APNS, 3, "late")), hubcore.CondOn(nil))
+	h.wantConflict("create over the second incarnation", err, second.Version)
+	if g := h.get("inc"); len(g.Tags) != 1 || g.Tags[0] != "second" || g.Version != second.Version {
+		h.t.Fatalf("refused writes changed the installation: %+v", g)
+	}
+	got, err := h.s.PutInstallation(h.ctx, h.prepInst(Installation("inc", hubcore.APNS, 3, "third")), hubcore.CondOn(h.get("inc")))
+	if err != nil || got.Version != second.Version+1 {
+		h.t.Fatalf("put on the record as read: %+v, %v", got, err)
+	}
+	if err := h.s.DeleteInstallation(h.ctx, "inc", hubcore.CondOn(got)); err != nil {
+		h.t.Fatalf("delete on the record as written: %v", err)
+	}
+}
+
 // addTagPatch returns a patch adding one tag.
 func addTagPatch(h *harness, t string) []hubcore.PatchOp {
 	ops, err := hubcore.ParsePatch([]byte(fmt.Sprintf(`[{"op":"add","path":"/tags","value":%q}]`, t)))

@@ -154,6 +154,7 @@ func RunWith(t *testing.T, newStore Factory, opts Options) {
 		{"InstallationCRUD", testInstallationCRUD},
 		{"InstallationIDCase", testInstallationIDCase},
 		{"InstallationConditions", testInstallationConditions},
+		{"InstallationIncarnations", testInstallationIncarnations},
 		{"UpdateInstallation", testUpdateInstallation},
 		{"UpdateInstallationConcurrent", testUpdateInstallationConcurrent},
 		{"RegistrationCRUD", testRegistrationCRUD},
