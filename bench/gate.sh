@@ -77,3 +77,8 @@ half=$((grps / 2))
 [ -n "${PROFILE:-}" ] && { (sleep 2; curl -s "http://127.0.0.1:$aport/debug/pprof/profile?seconds=6" -o "$PROFILE") & prof=$!; ./bin/gatebench -url "https://localhost:$gport" -mode put -token "$token" -c 32 -d 9s >/dev/null; wait "$prof"; }
 lat=$(./bin/gatebench -url "https://localhost:$gport" -mode put -token "$token" -c 32 -rate "$half" -d "${secs}s")
 echo "gate at half load:  $lat"
+if [ "$store" = redis ]; then
+  # Where Redis spends its time (per command: calls, µs per call); EXEC
+  # counts the gate's reads, EVALSHA its writes.
+  echo "redis commandstats:"; redis-cli -p "$rport" info commandstats | grep -E '^cmdstat_(evalsha|exec|hget)' | sed -E 's/cmdstat_([a-z]+):calls=([0-9]+),usec=([0-9]+),usec_per_call=([0-9.]+).*/  \1 calls=\2 usec_per_call=\4/'
+fi

@@ -85,7 +85,12 @@ func main() {
 				}
 				var req *http.Request
 				if *mode == "put" {
-					id := fmt.Sprintf("bench-%d", (w*1000003+i)%*ids)
+					// Each worker cycles through its own share of the
+					// ids, as each device writes its own installation:
+					// the load measures throughput, not contention on
+					// one record.
+					share := max(*ids / *conc, 1)
+					id := fmt.Sprintf("bench-%d", (w*share+i%share)%*ids)
 					body := fmt.Sprintf(`{"installationId":%q,"platform":"fcmv1","pushChannel":"tok:%s","tags":["event:comment","lang:en","event:like"]}`, id, id)
 					req, _ = http.NewRequestWithContext(ctx, "PUT", *base+*path+id+suffix, strings.NewReader(body))
 				} else {
@@ -102,10 +107,12 @@ func main() {
 					}
 					continue
 				}
-				_, _ = io.Copy(io.Discard, res.Body)
+				body, _ := io.ReadAll(res.Body)
 				res.Body.Close()
 				if res.StatusCode != 200 {
-					errs.Add(1)
+					if errs.Add(1) <= 3 {
+						fmt.Fprintf(os.Stderr, "%s %s: %d %s\n", req.Method, req.URL.Path, res.StatusCode, body)
+					}
 					continue
 				}
 				lat[w] = append(lat[w], time.Since(t0))
