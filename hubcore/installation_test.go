@@ -3,6 +3,8 @@ package hubcore
 import (
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -135,5 +137,65 @@ func TestTimes(t *testing.T) {
 	tm, err = ParseTime("2026-05-01T14:00:00.1234567+02:00")
 	if err != nil || FormatTime(tm) != "2026-05-01T12:00:00.1234567Z" {
 		t.Fatalf("offset time: %v %v", FormatTime(tm), err)
+	}
+}
+
+// TestGenericMatchesJSON: Generic is the JSON form decoded, for random
+// installations of every shape MarshalJSON distinguishes.
+func TestGenericMatchesJSON(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	strs := []string{"", "a", "userId:alice", "é<&>\"\\\n", "topic:news", "x y", "9999"}
+	pick := func() string { return strs[rnd.IntN(len(strs))] }
+	someStrings := func() []string {
+		if rnd.IntN(3) == 0 {
+			return nil
+		}
+		out := []string{}
+		for range rnd.IntN(4) {
+			out = append(out, pick())
+		}
+		return out
+	}
+	someMap := func() map[string]string {
+		if rnd.IntN(3) == 0 {
+			return nil
+		}
+		m := map[string]string{}
+		for range rnd.IntN(3) {
+			m[pick()] = pick()
+		}
+		return m
+	}
+	someTime := func() time.Time {
+		if rnd.IntN(2) == 0 {
+			return time.Time{}
+		}
+		return time.Unix(rnd.Int64N(4e9), rnd.Int64N(1e9)).UTC()
+	}
+	platforms := []Platform{APNS, FCMV1, WNS, Browser, Baidu}
+	for i := range 2000 {
+		in := &Installation{
+			InstallationID: pick(), UserID: pick(), Platform: platforms[rnd.IntN(len(platforms))],
+			PushChannel:        PushChannel{Handle: pick(), Endpoint: pick(), P256DH: pick(), Auth: pick()},
+			PushChannelExpired: rnd.IntN(2) == 0, Tags: someStrings(), PushVariables: someMap(),
+			ExpirationTime: someTime(), LastActiveOn: someTime(), LastUpdate: someTime(), Version: rnd.Int64N(9),
+		}
+		if rnd.IntN(2) == 0 {
+			in.Templates = map[string]*Template{}
+			for range rnd.IntN(3) {
+				in.Templates[pick()] = &Template{Body: pick(), Headers: someMap(), Expiry: pick(), Priority: pick(), Tags: someStrings()}
+			}
+		}
+		data, err := json.Marshal(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want any
+		if err := json.Unmarshal(data, &want); err != nil {
+			t.Fatal(err)
+		}
+		if got := any(in.Generic()); !reflect.DeepEqual(got, want) {
+			t.Fatalf("installation %d: Generic\n%#v\nJSON\n%#v", i, got, want)
+		}
 	}
 }

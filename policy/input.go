@@ -204,6 +204,9 @@ func uniqueTags(out, add []string) []string {
 // MarshalJSON (the Notification Hubs shape), once when the input is built,
 // so evaluation converts it to Rego values without reflection.
 func generic(v any) (any, error) {
+	if in, ok := v.(*hubcore.Installation); ok {
+		return in.Generic(), nil // the same value, without the round trip
+	}
 	data, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
