@@ -4,6 +4,7 @@
 # process in the same run, then p99 latency at half the gate's throughput.
 #
 #   bench/gate.sh [redis|embedded] [seconds]
+#   DECISION_CACHE=off bench/gate.sh …   evaluate the policy on every request
 #
 # Everything runs on loopback: a throwaway redis-server, ./bin/caddy with a
 # generated Caddyfile, and bench/gatebench as the client.
@@ -47,6 +48,7 @@ localhost:$gport {
 	pushgate_gate {
 		hub bench
 		policy policy/examples/per_user
+		decision_cache ${DECISION_CACHE:-16384}
 		oidc {
 			issuer http://127.0.0.1:$iport
 			client_id pushgate-dev
