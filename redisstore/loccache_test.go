@@ -1,119 +1,48 @@
 package redisstore
 
-import (
-	"context"
-	"errors"
-	"strings"
-	"sync/atomic"
-	"testing"
+import "testing"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/pushgate/pushgate/hubcore"
-	"github.com/pushgate/pushgate/internal/redistest"
-)
-
-// roundTrips counts the commands and pipelines a client sends.
-type roundTrips struct{ n atomic.Int64 }
-
-func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { r.n.Add(1); return next(ctx, cmd) }
-}
-func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { r.n.Add(1); return next(ctx, cmds) }
-}
-
-// TestLocationGuess checks that a remembered id-map value saves a round
-// trip on reads and writes, and that a wrong guess — another process
-// moved, deleted or recreated the installation — costs a round trip and
-// nothing else: every answer matches what that other process wrote.
-func TestLocationGuess(t *testing.T) {
-	srv := redistest.Shared(t)
-	ctx := context.Background()
-	hub := newHub("loc")
-	open := func() *Store {
-		s, err := New(ctx, Options{Redis: redis.UniversalOptions{Addrs: []string{srv.Addr}}, Hub: hub, Shards: 2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
+// TestLocCacheTwoWay: two ids of one set are both kept; a third replaces
+// the one used less recently; a dropped id is forgotten alone.
+func TestLocCacheTwoWay(t *testing.T) {
+	var c locCache
+	const stride = locStripes * locSetsStripe // hashes this far apart share a set
+	a, b, d := hashed(5), hashed(5+stride), hashed(5+2*stride)
+	if _, s1 := c.set(a); func() bool { _, s2 := c.set(b); _, s3 := c.set(d); return s1 != s2 || s2 != s3 }() {
+		t.Fatal("the test's hashes do not share a set")
 	}
-	a, b := open(), open()
-	rt := &roundTrips{}
-	a.rdb.AddHook(rt)
-
-	put(t, a, inst("x", "t1"))
-	rt.n.Store(0)
-	got, err := a.GetInstallation(ctx, "x")
-	if err != nil || got.Tags[0] != "t1" {
-		t.Fatalf("get: %v %v", got, err)
+	c.putSnap(a, "a", "va", 1, "ra")
+	c.put(b, "vb")
+	if v, ok := c.get(a); !ok || v != "va" {
+		t.Fatalf("a: %q %v; both ids of a set must be kept", v, ok)
 	}
-	if n := rt.n.Load(); n != 1 {
-		t.Errorf("a GET with a remembered location took %d round trips, want 1", n)
+	if v, ok := c.get(b); !ok || v != "vb" {
+		t.Fatalf("b: %q %v", v, ok)
 	}
-
-	// b deletes x and fills its iid with another installation, then
-	// recreates x elsewhere: a's guess now names y's record.
-	if err := b.DeleteInstallation(ctx, "x", hubcore.Always); err != nil {
-		t.Fatal(err)
+	// a was used before b: d replaces a.
+	c.put(d, "vd")
+	if _, ok := c.get(a); ok {
+		t.Fatal("a, the entry used less recently, was kept over b")
 	}
-	put(t, b, inst("y", "ty"))
-	if _, err := a.GetInstallation(ctx, "x"); hubcore.CodeOf(err) != hubcore.CodeNotFound {
-		t.Fatalf("get after another process deleted it: %v", err)
+	if v, ok := c.get(b); !ok || v != "vb" {
+		t.Fatalf("b after d came: %q %v", v, ok)
 	}
-	put(t, b, inst("x", "t2"))
-	rt.n.Store(0)
-	got, err = a.GetInstallation(ctx, "x")
-	if err != nil || got.Tags[0] != "t2" {
-		t.Fatalf("get after another process recreated it: %v %v", got, err)
+	// Now d is the one used less recently; a new value of b stays in b's entry.
+	c.putSnap(b, "b", "vb2", 7, "rb")
+	if v, iid, raw, ok := c.snap(b, "b"); !ok || v != "vb2" || iid != 7 || raw != "rb" {
+		t.Fatalf("b's snapshot: %q %d %q %v", v, iid, raw, ok)
 	}
-	if n := rt.n.Load(); n != 2 {
-		t.Errorf("a GET with a wrong guess took %d round trips, want 2", n)
+	if _, _, _, ok := c.snap(b, "other key"); ok {
+		t.Fatal("a snapshot answered for another key with the same hash")
 	}
-
-	// A stale guess on a conditional write: b updates x, a writes with the
-	// version it last saw and must get a conflict carrying b's version.
-	seen := got.Version
-	up := inst("x", "t3")
-	up.Stamp(b.now(), hubcore.Limits{})
-	cur, err := b.PutInstallation(ctx, up, hubcore.Always)
-	if err != nil {
-		t.Fatal(err)
+	if v, ok := c.get(d); !ok || v != "vd" {
+		t.Fatalf("d after b's update: %q %v", v, ok)
 	}
-	stale := inst("x", "t4")
-	stale.Stamp(a.now(), hubcore.Limits{})
-	_, err = a.PutInstallation(ctx, stale, hubcore.Cond{Version: seen})
-	var he *hubcore.Error
-	if !errors.As(err, &he) || he.Code != hubcore.CodeConflict || he.Current != cur.Version {
-		t.Fatalf("stale conditional write: %v", err)
+	c.drop(d)
+	if _, ok := c.get(d); ok {
+		t.Fatal("d survived its drop")
 	}
-	// After that fresh read, a's snapshot is current: a replacing write is
-	// the write script alone.
-	rt.n.Store(0)
-	again := inst("x", "t5")
-	again.Stamp(a.now(), hubcore.Limits{})
-	if _, err := a.PutInstallation(ctx, again, hubcore.Always); err != nil {
-		t.Fatal(err)
+	if _, ok := c.get(b); !ok {
+		t.Fatal("dropping d dropped b")
 	}
-	if n := rt.n.Load(); n != 1 {
-		t.Errorf("a PUT from a current snapshot took %d round trips, want 1", n)
-	}
-	// b writes behind a's back; a's next write starts from its stale
-	// snapshot, is refused by the script and succeeds on a fresh read,
-	// without losing b's write's effects on the index.
-	put(t, b, inst("x", "t6"))
-	last := inst("x", "t7")
-	last.Stamp(a.now(), hubcore.Limits{})
-	if _, err := a.PutInstallation(ctx, last, hubcore.Always); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := b.GetInstallation(ctx, "x"); err != nil || strings.Join(got.Tags, ",") != "t7" {
-		t.Fatalf("after a write from a stale snapshot: %v %v", got, err)
-	}
-	if n := count(t, a, "t6"); n != 0 {
-		t.Fatalf("t6 still indexed %d times", n)
-	}
-	mustCheck(t, a)
 }
