@@ -3,7 +3,7 @@
 # Rego, store write) against a bare Caddy `respond` route served by the same
 # process in the same run, then p99 latency at half the gate's throughput.
 #
-#   bench/gate.sh [redis|embedded] [seconds]
+#   bench/gate.sh [redis|embedded] [seconds per run]     ROUNDS=3 rounds
 #   DECISION_CACHE=off bench/gate.sh …   evaluate the policy on every request
 #
 # Everything runs on loopback: a throwaway redis-server, ./bin/caddy with a
@@ -68,14 +68,25 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 # Warm up both routes (TLS sessions, policy, store connections).
 ./bin/gatebench -url "https://localhost:$bport" -mode get -path / -c 16 -d 2s >/dev/null
 ./bin/gatebench -url "https://localhost:$gport" -mode put -token "$token" -c 16 -d 2s >/dev/null
-base=$(./bin/gatebench -url "https://localhost:$bport" -mode get -path / -c 32 -d "${secs}s")
-gate=$(./bin/gatebench -url "https://localhost:$gport" -mode put -token "$token" -c 32 -d "${secs}s")
-echo "baseline (respond): $base"
-echo "gate (PUT):         $gate"
-brps=$(sed -E 's/.* rps=([0-9]+).*/\1/' <<<"$base")
-grps=$(sed -E 's/.* rps=([0-9]+).*/\1/' <<<"$gate")
-echo "ratio gate/baseline: $(python3 -c "print(round($grps/$brps, 3))")"
-half=$((grps / 2))
+# The machine is shared and its speed drifts over a minute: each round
+# measures the baseline and the gate back to back; the figure is the median
+# of the rounds' ratios, and half load is half the median round's gate.
+rounds=${ROUNDS:-3}
+ratios=(); gates=()
+for r in $(seq "$rounds"); do
+  base=$(./bin/gatebench -url "https://localhost:$bport" -mode get -path / -c 32 -d "${secs}s")
+  gate=$(./bin/gatebench -url "https://localhost:$gport" -mode put -token "$token" -c 32 -d "${secs}s")
+  brps=$(sed -E 's/.* rps=([0-9]+).*/\1/' <<<"$base")
+  grps=$(sed -E 's/.* rps=([0-9]+).*/\1/' <<<"$gate")
+  ratios+=("$(python3 -c "print(round($grps/$brps, 3))")"); gates+=("$grps")
+  echo "round $r"
+  echo "  baseline (respond): $base"
+  echo "  gate (PUT):         $gate"
+  echo "  ratio: ${ratios[-1]}"
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+echo "ratio gate/baseline: median $(median "${ratios[@]}") of ${ratios[*]}"
+half=$(( $(median "${gates[@]}" | cut -d. -f1) / 2 ))
 [ -n "${PROFILE:-}" ] && { (sleep 2; curl -s "http://127.0.0.1:$aport/debug/pprof/profile?seconds=6" -o "$PROFILE") & prof=$!; ./bin/gatebench -url "https://localhost:$gport" -mode put -token "$token" -c 32 -d 9s >/dev/null; wait "$prof"; }
 lat=$(./bin/gatebench -url "https://localhost:$gport" -mode put -token "$token" -c 32 -rate "$half" -d "${secs}s")
 echo "gate at half load:  $lat"

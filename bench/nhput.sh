@@ -4,7 +4,7 @@
 # Redis, against a bare Caddy `respond` route served by the same process in
 # the same run.
 #
-#   bench/nhput.sh [seconds]
+#   bench/nhput.sh [seconds per run]      ROUNDS=3 rounds, C=32 concurrent requests
 #
 # Everything runs on loopback: a throwaway redis-server, ./bin/caddy with a
 # generated Caddyfile (two hubs, one per store), and bench/gatebench as the
@@ -67,14 +67,26 @@ rps() { sed -E 's/.* rps=([0-9]+).*/\1/' <<<"$1"; }
 ./bin/gatebench -url "https://localhost:$bport" -mode get -path / -c 16 -d 2s >/dev/null
 put embedded 2s >/dev/null
 put redis 2s >/dev/null
-base=$(./bin/gatebench -url "https://localhost:$bport" -mode get -path / -c "$conc" -d "${secs}s")
-emb=$(put embedded "${secs}s")
-red=$(put redis "${secs}s")
-echo "baseline (respond):     $base"
-echo "PUT, embedded store:    $emb"
-echo "PUT, Redis store:       $red"
-echo "ratio embedded/baseline: $(python3 -c "print(round($(rps "$emb")/$(rps "$base"), 3))")"
-echo "ratio redis/baseline:    $(python3 -c "print(round($(rps "$red")/$(rps "$base"), 3))")"
+# The machine is shared and its speed drifts over a minute: each round
+# measures the baseline and both stores back to back, and the figure is the
+# median of the rounds' ratios.
+rounds=${ROUNDS:-3}
+er=(); rr=()
+for r in $(seq "$rounds"); do
+  base=$(./bin/gatebench -url "https://localhost:$bport" -mode get -path / -c "$conc" -d "${secs}s")
+  emb=$(put embedded "${secs}s")
+  red=$(put redis "${secs}s")
+  er+=("$(python3 -c "print(round($(rps "$emb")/$(rps "$base"), 3))")")
+  rr+=("$(python3 -c "print(round($(rps "$red")/$(rps "$base"), 3))")")
+  echo "round $r"
+  echo "  baseline (respond):   $base"
+  echo "  PUT, embedded store:  $emb"
+  echo "  PUT, Redis store:     $red"
+  echo "  ratios: embedded ${er[-1]}, redis ${rr[-1]}"
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+echo "ratio embedded/baseline: median $(median "${er[@]}") of ${er[*]}"
+echo "ratio redis/baseline:    median $(median "${rr[@]}") of ${rr[*]}"
 # PROFILE=file also takes a CPU profile of Caddy under the Redis PUT load.
 if [ -n "${PROFILE:-}" ]; then
   (sleep 2; curl -s "http://127.0.0.1:$aport/debug/pprof/profile?seconds=6" -o "$PROFILE") & prof=$!
