@@ -84,7 +84,6 @@ for r in $(seq "$rounds"); do
   echo "  gate (PUT):         $gate"
   echo "  ratio: ${ratios[-1]}"
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 echo "ratio gate/baseline: median $(median "${ratios[@]}") of ${ratios[*]}"
 half=$(( $(median "${gates[@]}" | cut -d. -f1) / 2 ))
 [ -n "${PROFILE:-}" ] && { (sleep 2; curl -s "http://127.0.0.1:$aport/debug/pprof/profile?seconds=6" -o "$PROFILE") & prof=$!; ./bin/gatebench -url "https://localhost:$gport" -mode put -token "$token" -c 32 -d 9s >/dev/null; wait "$prof"; }

@@ -25,3 +25,6 @@ start_caddy() {
   pids+=($!)
   for _ in $(seq 100); do curl -sk "$1" >/dev/null 2>&1 && break; sleep 0.1; done
 }
+
+# median X...: the median of numbers.
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }

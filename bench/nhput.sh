@@ -84,7 +84,6 @@ for r in $(seq "$rounds"); do
   echo "  PUT, Redis store:     $red"
   echo "  ratios: embedded ${er[-1]}, redis ${rr[-1]}"
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 echo "ratio embedded/baseline: median $(median "${er[@]}") of ${er[*]}"
 echo "ratio redis/baseline:    median $(median "${rr[@]}") of ${rr[*]}"
 # PROFILE=file also takes a CPU profile of Caddy under the Redis PUT load.
