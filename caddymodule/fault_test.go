@@ -77,6 +77,25 @@ func (r *faultRun) record(id string, op *faultOp) {
 	r.answers = append(r.answers, op)
 }
 
+// firstApplied waits, until deadline, for an applied write for which
+// after holds, and returns the one that ended first (nil if none came).
+func (r *faultRun) firstApplied(deadline time.Time, after func(*faultOp) bool) *faultOp {
+	for {
+		var first *faultOp
+		r.mu.Lock()
+		for _, a := range r.answers {
+			if a.class == applied && after(a) && (first == nil || a.end.Before(first.end)) {
+				first = a
+			}
+		}
+		r.mu.Unlock()
+		if first != nil || time.Now().After(deadline) {
+			return first
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func (r *faultRun) fail(format string, args ...any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -282,22 +301,10 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 	readyAt := time.Now() // Redis answers PING: it has replayed its AOF
 
 	// Run on until the first success after the restart, and 2 s more.
-	var firstOK *faultOp
-	for deadline := readyAt.Add(15 * time.Second); firstOK == nil; {
-		run.mu.Lock()
-		for _, a := range run.answers {
-			if a.class == applied && a.end.After(restartAt) && (firstOK == nil || a.end.Before(firstOK.end)) {
-				firstOK = a
-			}
-		}
-		run.mu.Unlock()
-		if firstOK == nil {
-			if time.Now().After(deadline) {
-				stopLoad()
-				t.Fatalf("no write succeeded within 15 s of Redis answering again")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+	firstOK := run.firstApplied(readyAt.Add(15*time.Second), func(a *faultOp) bool { return a.end.After(restartAt) })
+	if firstOK == nil {
+		stopLoad()
+		t.Fatalf("no write succeeded within 15 s of Redis answering again")
 	}
 	time.Sleep(2 * time.Second)
 	stopLoad()
@@ -578,22 +585,10 @@ func TestRedisFrozen(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	resumeAt := time.Now()
 	srv.Resume()
-	var firstOK *faultOp
-	for deadline := resumeAt.Add(15 * time.Second); firstOK == nil; {
-		run.mu.Lock()
-		for _, a := range run.answers {
-			if a.class == applied && a.start.After(resumeAt) && (firstOK == nil || a.end.Before(firstOK.end)) {
-				firstOK = a
-			}
-		}
-		run.mu.Unlock()
-		if firstOK == nil {
-			if time.Now().After(deadline) {
-				stopLoad()
-				t.Fatal("no write begun after SIGCONT succeeded within 15 s")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+	firstOK := run.firstApplied(resumeAt.Add(15*time.Second), func(a *faultOp) bool { return a.start.After(resumeAt) })
+	if firstOK == nil {
+		stopLoad()
+		t.Fatal("no write begun after SIGCONT succeeded within 15 s")
 	}
 	time.Sleep(time.Second)
 	stopLoad()

@@ -101,20 +101,31 @@ func (s *Store) locate(ctx context.Context, kind byte, key string) (*slot, error
 // check that fails on it is checked again on a fresh read).
 func (s *Store) locateForWrite(ctx context.Context, kind byte, key string) (*slot, bool, error) {
 	h := hashOf(kind, key)
-	if v, iid, raw, ok := s.loc.snap(h, key); ok {
+	if v, iid, raw, r, ok := s.snapshot(h, key); ok {
 		sl := &slot{sh: h.shard(s.l.shards), h: h, idField: h.field(), idVal: v, iid: -1}
 		sl.idKey = s.l.idBucket(sl.sh, h.bucket(s.l.buckets))
-		if iid < 0 {
-			return sl, true, nil
-		}
-		r := &record{}
-		if err := decodeRecord(raw, r); err == nil {
+		if r != nil {
 			sl.iid, sl.raw, sl.rec = iid, raw, r
-			return sl, true, nil
 		}
+		return sl, true, nil
 	}
 	sl, err := s.locate(ctx, kind, key)
 	return sl, false, err
+}
+
+// snapshot is the remembered snapshot of key (locCache.snap) with its
+// record decoded; r is nil when the id had no record. A snapshot whose
+// record does not decode is not one.
+func (s *Store) snapshot(h hashed, key string) (val string, iid int64, raw string, r *record, ok bool) {
+	val, iid, raw, ok = s.loc.snap(h, key)
+	if !ok || iid < 0 {
+		return val, iid, raw, nil, ok
+	}
+	r = &record{}
+	if decodeRecord(raw, r) != nil {
+		return "", -1, "", nil, false
+	}
+	return val, iid, raw, r, true
 }
 
 // fetchSnapshot reads, in one MULTI/EXEC transaction (one round trip),
@@ -579,18 +590,11 @@ func (s *Store) GetInstallation(ctx context.Context, id string) (*hubcore.Instal
 func (s *Store) RecentInstallation(ctx context.Context, id string) (in *hubcore.Installation, found bool) {
 	key := hubcore.InstallationKey(id)
 	h := hashOf(hInstallation, key)
-	_, iid, raw, ok := s.loc.snap(h, key)
+	_, _, _, r, ok := s.snapshot(h, key)
 	if !ok {
 		return nil, false
 	}
-	if iid < 0 {
-		return nil, true
-	}
-	r := &record{}
-	if decodeRecord(raw, r) != nil {
-		return nil, false
-	}
-	if expiredAt(r, s.now()) {
+	if r == nil || expiredAt(r, s.now()) {
 		return nil, true
 	}
 	in, err := s.toInstallation(ctx, h.shard(s.l.shards), r)

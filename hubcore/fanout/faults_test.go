@@ -479,6 +479,51 @@ func badPayloadAction(p hubcore.Platform) pnsfake.Action {
 // never waits less than RetryBase/2.
 func abandonBound(window, base time.Duration) int { return 1 + int(window/(base/2)) }
 
+// oauthRefreshRow: the first device's request is refused with a 401, and
+// the sender refreshes its access token once.
+func oauthRefreshRow(service string, p hubcore.Platform, reason string, issued func(*faultFakes) int64) faultRow {
+	return faultRow{
+		name:      service + " 401: one token refresh",
+		platforms: []hubcore.Platform{p},
+		actions: func(_ hubcore.Platform, i int) []pnsfake.Action {
+			if i == 0 {
+				return []pnsfake.Action{failWith(http.StatusUnauthorized, reason)}
+			}
+			return nil
+		},
+		expect: func(_ hubcore.Platform, i int) expect {
+			if i == 0 {
+				return exactly(hubcore.OutcomeSuccess, 2, 1, 0)
+			}
+			return exactly(hubcore.OutcomeSuccess, 1, 1, 0)
+		},
+		check: func(t *testing.T, r *rowRun) {
+			if n := issued(r.f); n != 2 {
+				t.Errorf("the fake issued %d access tokens; want 2 (the first and one refresh)", n)
+			}
+		},
+	}
+}
+
+// oauthRefusedAgainRow: a 401 again with the refreshed token is given up
+// as invalid credentials, without a second refresh.
+func oauthRefusedAgainRow(service string, p hubcore.Platform, reason string, issued func(*faultFakes) int64) faultRow {
+	return faultRow{
+		name:      service + " 401 again after the refresh",
+		platforms: []hubcore.Platform{p},
+		handles:   1,
+		actions: func(hubcore.Platform, int) []pnsfake.Action {
+			return []pnsfake.Action{failWith(http.StatusUnauthorized, reason), failWith(http.StatusUnauthorized, reason)}
+		},
+		expect: func(hubcore.Platform, int) expect { return exactly(hubcore.OutcomeInvalidCredentials, 2, 0, 0) },
+		check: func(t *testing.T, r *rowRun) {
+			if n := issued(r.f); n != 2 {
+				t.Errorf("the fake issued %d access tokens; want 2 (one refresh, no more)", n)
+			}
+		},
+	}
+}
+
 var faultRows = []faultRow{
 	{
 		name:    "500 then success",
@@ -657,65 +702,12 @@ var faultRows = []faultRow{
 			}
 		},
 	},
-	{
-		// FCM refuses the OAuth access token: the sender drops it, gets
-		// one new token and sends again; the other device, whose request
-		// the fake took with the old token, is untouched.
-		name:      "FCM 401: one token refresh",
-		platforms: []hubcore.Platform{hubcore.FCMV1},
-		actions: func(_ hubcore.Platform, i int) []pnsfake.Action {
-			if i == 0 {
-				return []pnsfake.Action{failWith(http.StatusUnauthorized, "UNAUTHENTICATED")}
-			}
-			return nil
-		},
-		expect: func(_ hubcore.Platform, i int) expect {
-			if i == 0 {
-				return exactly(hubcore.OutcomeSuccess, 2, 1, 0)
-			}
-			return exactly(hubcore.OutcomeSuccess, 1, 1, 0)
-		},
-		check: func(t *testing.T, r *rowRun) {
-			if n := r.f.fcm.TokensIssued(); n != 2 {
-				t.Errorf("the fake issued %d access tokens; want 2 (the first and one refresh)", n)
-			}
-		},
-	},
-	{
-		name:      "FCM 401 again after the refresh",
-		platforms: []hubcore.Platform{hubcore.FCMV1},
-		handles:   1,
-		actions: func(hubcore.Platform, int) []pnsfake.Action {
-			return []pnsfake.Action{failWith(http.StatusUnauthorized, "UNAUTHENTICATED"), failWith(http.StatusUnauthorized, "UNAUTHENTICATED")}
-		},
-		expect: func(hubcore.Platform, int) expect { return exactly(hubcore.OutcomeInvalidCredentials, 2, 0, 0) },
-		check: func(t *testing.T, r *rowRun) {
-			if n := r.f.fcm.TokensIssued(); n != 2 {
-				t.Errorf("the fake issued %d access tokens; want 2 (one refresh, no more)", n)
-			}
-		},
-	},
-	{
-		name:      "WNS 401: one token refresh",
-		platforms: []hubcore.Platform{hubcore.WNS},
-		actions: func(_ hubcore.Platform, i int) []pnsfake.Action {
-			if i == 0 {
-				return []pnsfake.Action{failWith(http.StatusUnauthorized, "The access token has expired.")}
-			}
-			return nil
-		},
-		expect: func(_ hubcore.Platform, i int) expect {
-			if i == 0 {
-				return exactly(hubcore.OutcomeSuccess, 2, 1, 0)
-			}
-			return exactly(hubcore.OutcomeSuccess, 1, 1, 0)
-		},
-		check: func(t *testing.T, r *rowRun) {
-			if n := r.f.wns.TokensIssued(); n != 2 {
-				t.Errorf("the fake issued %d access tokens; want 2 (the first and one refresh)", n)
-			}
-		},
-	},
+	// FCM and WNS refuse the OAuth access token: the sender drops it, gets
+	// one new token and sends again; the other device, whose request the
+	// fake took with the old token, is untouched.
+	oauthRefreshRow("FCM", hubcore.FCMV1, "UNAUTHENTICATED", func(f *faultFakes) int64 { return f.fcm.TokensIssued() }),
+	oauthRefusedAgainRow("FCM", hubcore.FCMV1, "UNAUTHENTICATED", func(f *faultFakes) int64 { return f.fcm.TokensIssued() }),
+	oauthRefreshRow("WNS", hubcore.WNS, "The access token has expired.", func(f *faultFakes) int64 { return f.wns.TokensIssued() }),
 	{
 		// A push service refusing a VAPID token minted moments ago would
 		// refuse a new one the same way: counted, not re-minted, not

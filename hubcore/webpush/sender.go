@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pushgate/pushgate/hubcore"
+	"github.com/pushgate/pushgate/hubcore/internal/pnshttp"
 )
 
 // ErrTimeout is returned (wrapped) when a push service did not answer within
@@ -211,10 +212,10 @@ func (s *Sender) roundTrip(ctx, rctx context.Context, req *http.Request, body []
 		if err == nil {
 			break
 		}
-		// A refused stream was not processed (RFC 9113 §8.7): the server
-		// lowered its stream limit under us. Send again, a few times.
-		// net/http does not export the HTTP/2 error type, hence the text.
-		if attempt < maxRefusedRetries && rctx.Err() == nil && strings.Contains(err.Error(), "REFUSED_STREAM") {
+		// A request the server provably never saw (a refused stream: the
+		// server lowered its stream limit under us; a connection that
+		// failed before the request left) is sent again, a few times.
+		if attempt < maxRefusedRetries && rctx.Err() == nil && pnshttp.Unprocessed(err) {
 			req = req.Clone(rctx)
 			setBody(req, body)
 			continue
