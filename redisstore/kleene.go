@@ -191,3 +191,26 @@ func (n *knode) eval(vals []kval) kval {
 		return max(a, n.kids[1].eval(vals))
 	}
 }
+
+// evalWords evaluates 64 independent lanes at once: f[i] has a lane's bit
+// set where tags[i] is false there, and is unknown elsewhere (the index
+// never knows a tag to be true). It returns the lanes where the
+// expression is false and those where it is true; with one bit per lane
+// for each, Kleene's and/or/not become plain bitwise operations.
+func (n *knode) evalWords(f []uint64) (isFalse, isTrue uint64) {
+	switch n.op {
+	case 't':
+		return f[n.tag], 0
+	case '!':
+		a, b := n.kids[0].evalWords(f)
+		return b, a
+	case '&':
+		f1, t1 := n.kids[0].evalWords(f)
+		f2, t2 := n.kids[1].evalWords(f)
+		return f1 | f2, t1 & t2
+	default:
+		f1, t1 := n.kids[0].evalWords(f)
+		f2, t2 := n.kids[1].evalWords(f)
+		return f1 & f2, t1 | t2
+	}
+}

@@ -172,6 +172,8 @@ func (c *collectSink) visit(_ int, r *record, _ []*tmplContent) error {
 	return nil
 }
 
+func (c *collectSink) expect(int) {}
+
 func (c *collectSink) flush() error { return nil }
 
 func (s *Store) editOne(ctx context.Context, key string, add []string, remove *tag.Set) (bool, error) {

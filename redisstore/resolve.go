@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"sort"
 	"strconv"
 	"strings"
@@ -228,6 +229,9 @@ func (s *Store) Count(ctx context.Context, q hubcore.AudienceQuery) (int64, erro
 // visitor receives each record a plan step reaches (live, carrying the
 // step's driver and none of the earlier ones).
 type visitor interface {
+	// expect says that about n records are coming, so that a sink can
+	// size its buffer once.
+	expect(n int)
 	visit(sh int, r *record, cs []*tmplContent) error
 	flush() error
 }
@@ -241,15 +245,16 @@ const resolveConcurrency = 8
 const scanChunk = 8192
 
 // smallFetch is the candidate count up to which a step fetches the records
-// of every shard in one pipeline: selective audiences then cost three
-// round trips (statistics, scan, records) whatever the shard count.
+// right after the first scan, a group of shards per pipeline: selective
+// audiences then cost three round trips (statistics, scan, records)
+// whatever the shard count.
 const smallFetch = 4096
 
 // execute runs e's plan, calling the visitor made by mk (one per shard)
 // for every record reached. Each step first scans the first chunk of every
-// shard in one pipeline; if the candidates are few, their records are read
-// in one more pipeline, otherwise each shard streams its candidates and
-// further chunks concurrently.
+// shard, in a few concurrent groups of shards; a group whose candidates
+// are few reads their records in one more pipeline, otherwise each shard
+// streams its candidates and further chunks concurrently.
 //
 // A query for one part of several (q.Parts > 0) runs on the shards sh with
 // sh % Parts == Part only; the worker slices are indexed by position, each
@@ -315,24 +320,16 @@ func (s *Store) runStep(ctx context.Context, plan *tagexpr.Plan, i int, ws []*wo
 		}
 		return ws[k].process(ctx, sl.raw, d, earlier, vs[k])
 	}
-	// Phase 1: the first chunk of every shard.
+	// Phase 1: the first chunk of every shard, in fetchGroupCount groups
+	// run concurrently; a group whose candidates are few reads their
+	// records at once, so that Redis serves one group's scan or reads while
+	// the client decodes another's.
 	scans := make([]*scan, len(ws))
 	for sh, w := range ws {
 		scans[sh] = w.newScan(d, earlier)
 	}
-	if err := s.runScans(ctx, scans); err != nil {
+	if err := s.scanAndFetch(ctx, ws, vs, scans, d, earlier); err != nil {
 		return err
-	}
-	total := 0
-	for _, sc := range scans {
-		total += len(sc.cands)
-	}
-	if total <= smallFetch {
-		// Phase 2, selective: the records in a few concurrent pipelines,
-		// so that Redis serves one group while the client decodes another.
-		if err := s.fetchGroups(ctx, ws, vs, scans, d, earlier); err != nil {
-			return err
-		}
 	}
 	// Phase 2, large or continued: each shard streams on its own.
 	var pending []int
@@ -372,9 +369,10 @@ func (s *Store) runStep(ctx context.Context, plan *tagexpr.Plan, i int, ws []*wo
 	return ctx.Err()
 }
 
-// fetchGroups reads and processes the candidates of every shard, in
-// fetchGroupCount pipelines run concurrently.
-func (s *Store) fetchGroups(ctx context.Context, ws []*worker, vs []visitor, scans []*scan, d string, earlier []string) error {
+// scanAndFetch runs the first scan of every shard and, for the groups of
+// shards whose candidates are few (smallFetch over all groups), reads and
+// processes their records, leaving the rest to stream.
+func (s *Store) scanAndFetch(ctx context.Context, ws []*worker, vs []visitor, scans []*scan, d string, earlier []string) error {
 	groups := min(fetchGroupCount, len(ws))
 	errs := make([]error, groups)
 	var wg sync.WaitGroup
@@ -382,6 +380,20 @@ func (s *Store) fetchGroups(ctx context.Context, ws []*worker, vs []visitor, sca
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var mine []*scan
+			total := 0
+			for sh := g; sh < len(ws); sh += groups {
+				mine = append(mine, scans[sh])
+			}
+			if errs[g] = s.runScans(ctx, mine); errs[g] != nil {
+				return
+			}
+			for _, sc := range mine {
+				total += len(sc.cands)
+			}
+			if total > smallFetch/groups {
+				return // many candidates: they stream
+			}
 			var reads map[int][]*bucketRead
 			errs[g] = s.runPipe(ctx, func(pipe redis.Pipeliner) {
 				reads = make(map[int][]*bucketRead)
@@ -483,8 +495,8 @@ func (s *Store) runBitmapScans(ctx context.Context, scans []*scan) ([]*scan, err
 	return rest, nil
 }
 
-// fetchGroupCount is how many pipelines a selective step splits its
-// record reads into.
+// fetchGroupCount is how many groups of shards a step's first scans and,
+// when selective, record reads are split into.
 const fetchGroupCount = 4
 
 // runScans runs the current chunk of each scan in one pipeline and
@@ -560,15 +572,69 @@ func (s *Store) loadScripts(ctx context.Context) error {
 
 // worker executes plan steps in one shard, reusing its buffers.
 type worker struct {
-	s    *Store
-	sh   int
-	now  time.Time
-	kx   *kexpr
-	expr *tagexpr.Expr
-	rec  record
-	m    memb
-	idx  memb
-	kv   []kval
+	s     *Store
+	sh    int
+	now   time.Time
+	kx    *kexpr
+	expr  *tagexpr.Expr
+	rec   record
+	m     memb
+	idx   memb
+	kv    []kval
+	kf    []uint64   // per kexpr tag, the lanes where it is false
+	dense [][]uint64 // per probe, its set-tier members as chunk masks
+	// Memos of the store's shared template caches for one execution: the
+	// workers of a Resolve run concurrently, and the shared caches' lock,
+	// taken twice per target, was where they met.
+	cmemo map[uint64]*tmplContent
+	tmemo map[compKey]*hubcore.Template
+	cs    []*tmplContent
+}
+
+// contents is Store.contents through the worker's memo. The slice it
+// returns is reused by the next call.
+func (w *worker) contents(ctx context.Context, es []tmplEntry) ([]*tmplContent, error) {
+	w.cs = w.cs[:0]
+	for _, e := range es {
+		c := w.cmemo[e.hash]
+		if c == nil || e.inline != "" {
+			cs, err := w.s.contents(ctx, w.sh, es)
+			if err != nil {
+				return nil, err
+			}
+			if w.cmemo == nil {
+				w.cmemo = map[uint64]*tmplContent{}
+			}
+			for i, e := range es {
+				if e.inline == "" {
+					w.cmemo[e.hash] = cs[i]
+				}
+			}
+			return cs, nil
+		}
+		w.cs = append(w.cs, c)
+	}
+	return w.cs, nil
+}
+
+// compiled is Store.compiled through the worker's memo.
+func (w *worker) compiled(e tmplEntry, c *tmplContent, p hubcore.Platform, reg bool) (*hubcore.Template, error) {
+	if e.inline != "" {
+		return w.s.compiled(w.sh, e, c, p, reg)
+	}
+	k := compKey{tplKey{w.sh, e.hash}, p, reg}
+	if t := w.tmemo[k]; t != nil {
+		return t, nil
+	}
+	t, err := w.s.compiled(w.sh, e, c, p, reg)
+	if err != nil {
+		return nil, err
+	}
+	if w.tmemo == nil {
+		w.tmemo = map[compKey]*hubcore.Template{}
+	}
+	w.tmemo[k] = t
+	return t, nil
 }
 
 // probe is a tag whose index entries a scan reads alongside the driver.
@@ -674,8 +740,13 @@ func (sc *scan) take(res []any) error {
 		}
 	}
 	sc.cands = sc.cands[:0]
-	off := sc.off
-	keep := func(iid int64, pos int, bitmapDriver bool) {
+	if sc.dtier == 3 {
+		sc.takeWords(ddata)
+		return nil
+	}
+	// A set driver: each member is looked up in the probes; a bitmap
+	// probe's data then holds one '0'/'1' per driver member.
+	keep := func(iid int64, pos int) {
 		if w.kx != nil {
 			for j := range w.kv {
 				w.kv[j] = kUnknown
@@ -687,12 +758,7 @@ func (sc *scan) take(res []any) error {
 			case 1, 2:
 				has = p.members[iid]
 			case 3:
-				if bitmapDriver {
-					b := int(iid) - off*8
-					has = b/8 < len(p.data) && p.data[b/8]&(0x80>>(b%8)) != 0
-				} else {
-					has = pos < len(p.data) && p.data[pos] == '1'
-				}
+				has = pos < len(p.data) && p.data[pos] == '1'
 			}
 			if has && p.earlier {
 				return // reached by an earlier step
@@ -706,27 +772,97 @@ func (sc *scan) take(res []any) error {
 		}
 		sc.cands = append(sc.cands, iid)
 	}
-	switch sc.dtier {
-	case 1, 2:
+	if sc.dtier == 1 || sc.dtier == 2 {
 		n := len(ddata) / 4
 		for k := 0; k < n; k++ {
-			keep(int64(binary.BigEndian.Uint32([]byte(ddata[4*k:4*k+4]))), k, false)
+			keep(int64(binary.BigEndian.Uint32([]byte(ddata[4*k:4*k+4]))), k)
 		}
 		sort.Slice(sc.cands, func(a, b int) bool { return sc.cands[a] < sc.cands[b] })
-	case 3:
-		for bi := 0; bi < len(ddata); bi++ {
-			c := ddata[bi]
-			if c == 0 {
-				continue
-			}
-			for b := 0; b < 8; b++ {
-				if c&(0x80>>b) != 0 {
-					keep(int64((off+bi)*8+b), 0, true)
-				}
-			}
-		}
 	}
 	return nil
+}
+
+// takeWords is take for a bitmap driver, 64 candidates at a time: each
+// probe becomes one mask per 64-bit word of the chunk, the expression is
+// evaluated on the masks (kleene.go's evalWords) and only the survivors
+// are visited bit by bit. A selective conjunction's driver has a few set
+// bits per word, so evaluating per candidate cost more than the scan.
+func (sc *scan) takeWords(ddata string) {
+	w := sc.w
+	nw := (len(ddata) + 7) / 8
+	// Set-tier probes are spread into dense masks over the chunk once.
+	if cap(w.dense) < len(sc.probes) {
+		w.dense = make([][]uint64, len(sc.probes))
+	}
+	w.dense = w.dense[:len(sc.probes)]
+	for j, p := range sc.probes {
+		if p.tier != 1 && p.tier != 2 {
+			continue
+		}
+		m := w.dense[j]
+		if cap(m) < nw {
+			m = make([]uint64, nw)
+		}
+		m = m[:nw]
+		clear(m)
+		for iid := range p.members {
+			if b := iid - int64(sc.off)*8; b >= 0 && b < int64(nw)*64 {
+				m[b/64] |= 1 << (63 - b%64)
+			}
+		}
+		w.dense[j] = m
+	}
+	if w.kx != nil && len(w.kf) < len(w.kx.tags) {
+		w.kf = make([]uint64, len(w.kx.tags))
+	}
+	// Tags that are not probes (the driver, installation tags) stay
+	// unknown; each probe's entry is rewritten for every word.
+	clear(w.kf)
+	base := int64(sc.off) * 8
+	for i := 0; i < nw; i++ {
+		d := beWord(ddata, 8*i)
+		if d == 0 {
+			continue
+		}
+		for j, p := range sc.probes {
+			var has uint64
+			switch p.tier {
+			case 1, 2:
+				has = w.dense[j][i]
+			case 3:
+				has = beWord(p.data, 8*i)
+			}
+			if p.earlier {
+				d &^= has // reached by an earlier step
+			}
+			if p.kxIndex >= 0 {
+				w.kf[p.kxIndex] = ^has
+			}
+		}
+		if w.kx != nil && d != 0 {
+			f, _ := w.kx.root.evalWords(w.kf)
+			d &^= f
+		}
+		for d != 0 {
+			z := bits.LeadingZeros64(d)
+			sc.cands = append(sc.cands, base+int64(64*i+z))
+			d &^= 1 << (63 - z)
+		}
+	}
+}
+
+// beWord reads the big-endian word at s[i:i+8], zero-padded past the end,
+// so that bit 63 is the bitmap bit 8*i (Redis numbers a byte's bits from
+// its most significant).
+func beWord(s string, i int) uint64 {
+	if i+8 <= len(s) {
+		return binary.BigEndian.Uint64([]byte(s[i : i+8]))
+	}
+	var b [8]byte
+	if i < len(s) {
+		copy(b[:], s[i:])
+	}
+	return binary.BigEndian.Uint64(b[:])
 }
 
 // stream processes a shard's pending candidates and then its remaining
@@ -765,6 +901,7 @@ type bucketRead struct {
 	iids  []int64
 	vals  *redis.StringSliceCmd // HVALS, for dense buckets
 	mvals *redis.SliceCmd       // HMGET of the candidates' slots
+	one   *redis.StringCmd      // HGET of a lone candidate's slot
 }
 
 // queueReads queues on pipe the reads of sorted candidates' records.
@@ -779,9 +916,14 @@ func (w *worker) queueReads(ctx context.Context, pipe redis.Pipeliner, cands []i
 		br := &bucketRead{iids: cands[:k]}
 		cands = cands[k:]
 		key := w.s.l.recBucket(w.sh, b)
-		if len(br.iids) >= denseBucket {
+		switch {
+		case len(br.iids) >= denseBucket:
 			br.vals = pipe.HVals(ctx, key)
-		} else {
+		case len(br.iids) == 1:
+			// The usual read of a selective audience, whose candidates are
+			// spread one per bucket: HGET's reply is the string itself.
+			br.one = pipe.HGet(ctx, key, strconv.Itoa(int(slotOf(br.iids[0]))))
+		default:
 			fields := make([]string, len(br.iids))
 			for j, iid := range br.iids {
 				fields[j] = strconv.Itoa(int(slotOf(iid)))
@@ -821,6 +963,11 @@ func (w *worker) fetchAndProcess(ctx context.Context, cands []int64, d string, e
 
 // processReads processes the records of executed bucket reads.
 func (w *worker) processReads(ctx context.Context, reads []*bucketRead, d string, earlier []string, v visitor) error {
+	n := 0
+	for _, br := range reads {
+		n += len(br.iids)
+	}
+	v.expect(n)
 	for _, br := range reads {
 		if br.vals != nil {
 			var want [recordsPerBucket]bool
@@ -860,24 +1007,36 @@ func (w *worker) processReads(ctx context.Context, reads []*bucketRead, d string
 			}
 			continue
 		}
+		if br.one != nil {
+			if err := w.processRaw(ctx, br.one.Val(), br.iids[0], d, earlier, v); err != nil {
+				return err
+			}
+			continue
+		}
 		for j, x := range br.mvals.Val() {
 			raw, _ := x.(string)
-			if raw == spillMarker {
-				raws, err := w.s.fetchRecords(ctx, w.sh, br.iids[j:j+1])
-				if err != nil {
-					return err
-				}
-				raw = raws[0]
-			}
-			if raw == "" {
-				continue
-			}
-			if err := w.process(ctx, raw, d, earlier, v); err != nil {
+			if err := w.processRaw(ctx, raw, br.iids[j], d, earlier, v); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// processRaw processes the bucket value read for iid: its record, or the
+// marker of a record spilled to its own key, or nothing.
+func (w *worker) processRaw(ctx context.Context, raw string, iid int64, d string, earlier []string, v visitor) error {
+	if raw == spillMarker {
+		raws, err := w.s.fetchRecords(ctx, w.sh, []int64{iid})
+		if err != nil {
+			return err
+		}
+		raw = raws[0]
+	}
+	if raw == "" {
+		return nil
+	}
+	return w.process(ctx, raw, d, earlier, v)
 }
 
 // process decodes one candidate record and hands it to the visitor when it
@@ -894,7 +1053,7 @@ func (w *worker) process(ctx context.Context, raw, d string, earlier []string, v
 	var cs []*tmplContent
 	if len(r.tmpls) > 0 {
 		var err error
-		if cs, err = w.s.contents(ctx, sh, r.tmpls); err != nil {
+		if cs, err = w.contents(ctx, r.tmpls); err != nil {
 			return err
 		}
 	}
@@ -1040,6 +1199,8 @@ func (c *countSink) visit(sh int, r *record, cs []*tmplContent) error {
 	return c.w.expand(sh, r, cs, c.q, func(string, int) error { c.k++; return nil })
 }
 
+func (c *countSink) expect(int) {}
+
 func (c *countSink) flush() error { c.n.Add(c.k); return nil }
 
 type targetSink struct {
@@ -1052,7 +1213,10 @@ type targetSink struct {
 	buf   []hubcore.Target
 	full  bool              // a full batch was sent
 	sfx   map[string]string // template name -> projection id suffix
+	hint  int               // records expected next
 }
+
+func (t *targetSink) expect(n int) { t.hint = len(t.buf) + n }
 
 func (t *targetSink) visit(sh int, r *record, cs []*tmplContent) error {
 	var vars map[string]string
@@ -1069,16 +1233,17 @@ func (t *targetSink) visit(sh int, r *record, cs []*tmplContent) error {
 			tg.RegistrationID = t.projectionID(r.id, name)
 		}
 		if i >= 0 {
-			ct, err := t.s.compiled(sh, r.tmpls[i], cs[i], r.platform, r.reg)
+			ct, err := t.w.compiled(r.tmpls[i], cs[i], r.platform, r.reg)
 			if err != nil {
 				return err
 			}
 			tg.Template = ct
 		}
 		if t.buf == nil {
-			// Small at first (most shards of a selective send emit a few
-			// targets), a whole batch once a shard has filled one.
-			c := min(t.batch, 64)
+			// As many as are expected (most shards of a selective send
+			// emit a few targets), a whole batch once a shard has filled
+			// one.
+			c := min(t.batch, max(t.hint, 16))
 			if t.full {
 				c = t.batch
 			}

@@ -20,6 +20,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -47,9 +49,13 @@ func main() {
 		seed     = flag.Uint64("seed", 1, "data seed")
 		baseline = flag.Bool("baseline", true, "also load the plain-set baseline and run redis-benchmark")
 		load     = flag.Bool("load", true, "load the data (false: query what an earlier run with -addr left)")
+		cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the queries to this file")
+		only     = flag.String("only", "", "time only the queries whose expression is this (e.g. \"a && b\")")
 	)
 	flag.Parse()
 	noLoad = !*load
+	onlyQuery = *only
+	cpuProfile = *cpuprof
 	if err := run(*n, *shards, *buckets, *addr, *flush, *conc, *runs, *seed, *baseline); err != nil {
 		fmt.Fprintln(os.Stderr, "storebench:", err)
 		os.Exit(1)
@@ -113,8 +119,59 @@ func run(n, shards, buckets int, addr string, flush bool, conc, runs int, seed u
 	return queries(ctx, st, rdb, gen, addr, n, runs, baseline, upserts)
 }
 
+// timeRuns times f runs times after one untimed run that warms caches and
+// connections.
+func timeRuns(runs int, f func() (time.Duration, error)) ([]time.Duration, error) {
+	var ts []time.Duration
+	for r := 0; r < runs+1; r++ {
+		d, err := f()
+		if err != nil {
+			return nil, err
+		}
+		if r > 0 {
+			ts = append(ts, d)
+		}
+	}
+	return ts, nil
+}
+
+// alternate times a and b in turns, settling before each, so that both
+// meet the same machine and neither runs on caches the other left hot or
+// pays for the other's garbage.
+func alternate(runs int, a, b func() (time.Duration, error)) (as, bs []time.Duration, err error) {
+	for r := 0; r < runs+1; r++ {
+		settle()
+		da, err := a()
+		if err != nil {
+			return nil, nil, err
+		}
+		settle()
+		db, err := b()
+		if err != nil {
+			return nil, nil, err
+		}
+		if r > 0 {
+			as, bs = append(as, da), append(bs, db)
+		}
+	}
+	return as, bs, nil
+}
+
+// settle collects garbage and pauses before a timed call, so that neither
+// side of a comparison pays for the other's garbage collection.
+func settle() {
+	runtime.GC()
+	time.Sleep(2 * time.Millisecond)
+}
+
 // noLoad skips loading: queries run on data an earlier run left.
 var noLoad bool
+
+// cpuProfile, when set, is where the queries' CPU profile goes.
+var cpuProfile string
+
+// onlyQuery, when set, is the one expression to time.
+var onlyQuery string
 
 func loadStore(ctx context.Context, st *redisstore.Store, rdb *redis.Client, gen *generator, n, conc int) (float64, error) {
 	mem0 := usedMemory(ctx, rdb)
@@ -171,98 +228,107 @@ func queries(ctx context.Context, st *redisstore.Store, rdb *redis.Client, gen *
 		}
 		return hubcore.AudienceQuery{Expr: e, Template: true}
 	}
-	type result struct {
-		name    string
-		med     time.Duration
-		targets int64
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
-	var results []result
-	timeResolve := func(name string, aq hubcore.AudienceQuery) error {
-		var ts []time.Duration
+	resolve := func(aq hubcore.AudienceQuery) (int64, error) {
+		var k int64
+		err := st.Resolve(ctx, aq, 1000, func(b []hubcore.Target) error {
+			k += int64(len(b))
+			return nil
+		})
+		return k, err
+	}
+	if baseline {
+		if k, _ := rdb.Exists(ctx, "base:all").Result(); k == 0 {
+			fmt.Printf("\n== baseline: the same memberships as plain Redis sets of installation ids ==\n")
+			if err := loadBaseline(ctx, rdb, gen, n); err != nil {
+				return err
+			}
+		}
+	}
+	user := gen.userOf(n / 2)
+	for _, c := range []struct {
+		name, expr string
+		base       []string // the baseline command, if any
+	}{
+		{"userId:" + user, "userId:" + user, nil},
+		{"a && b", "a && b", []string{"SINTER", "base:a", "base:b"}},
+		{"!muted", "!muted", []string{"SDIFF", "base:all", "base:muted"}},
+	} {
+		if onlyQuery != "" && c.expr != onlyQuery {
+			continue
+		}
+		aq := q(c.expr)
 		var count int64
-		for r := 0; r < runs+1; r++ {
-			var k int64
+		res := func() (time.Duration, error) {
 			t0 := time.Now()
-			err := st.Resolve(ctx, aq, 1000, func(b []hubcore.Target) error {
-				k += int64(len(b))
-				return nil
-			})
+			k, err := resolve(aq)
+			count = k
+			return time.Since(t0), err
+		}
+		if !baseline || c.base == nil {
+			ts, err := timeRuns(runs, res)
 			if err != nil {
 				return err
 			}
-			if r > 0 { // the first run warms caches and connections
-				ts = append(ts, time.Since(t0))
-			}
-			count = k
+			med, p90 := stats(ts)
+			fmt.Printf("%-32s %8d targets  median %10v  p90 %10v  %12.0f targets/s\n", c.name, count, med.Round(time.Microsecond), p90.Round(time.Microsecond), float64(count)/med.Seconds())
+			continue
 		}
-		med, p90 := stats(ts)
-		rate := float64(count) / med.Seconds()
-		fmt.Printf("%-32s %8d targets  median %10v  p90 %10v  %12.0f targets/s\n", name, count, med.Round(time.Microsecond), p90.Round(time.Microsecond), rate)
-		results = append(results, result{name, med, count})
-		return nil
-	}
-	user := gen.userOf(n / 2)
-	for _, c := range []struct{ name, expr string }{
-		{"userId:" + user, "userId:" + user},
-		{"a && b", "a && b"},
-		{"!muted", "!muted"},
-	} {
-		if err := timeResolve(c.name, q(c.expr)); err != nil {
-			return err
+		var members int
+		args := make([]any, len(c.base))
+		for i, a := range c.base {
+			args[i] = a
+		}
+		base := func() (time.Duration, error) {
+			t0 := time.Now()
+			v, err := rdb.Do(ctx, args...).StringSlice()
+			members = len(v)
+			return time.Since(t0), err
+		}
+		// Each query with a baseline is timed against it twice: back to back
+		// (all runs of one, then of the other: each finds its own data in
+		// the CPU caches) and alternating (run by run, after a GC and a
+		// pause, so that both meet the same machine and neither finds its
+		// data hot). On a shared machine the two orders bracket the ratio.
+		label := strings.Join(c.base, " ")
+		for _, order := range []string{"back to back", "alternating"} {
+			var ts, bs []time.Duration
+			var err error
+			if order == "back to back" {
+				if ts, err = timeRuns(runs, res); err == nil {
+					bs, err = timeRuns(runs, base)
+				}
+			} else {
+				ts, bs, err = alternate(runs, res, base)
+			}
+			if err != nil {
+				return err
+			}
+			if order == "alternating" {
+				fmt.Printf("-- %s: query and baseline take turns, %d runs each, a GC and a 2 ms pause before each --\n", order, runs)
+			} else {
+				fmt.Printf("-- %s: %d runs of the query, then %d of the baseline --\n", order, runs, runs)
+			}
+			med, p90 := stats(ts)
+			bmed, bp90 := stats(bs)
+			fmt.Printf("%-32s %8d targets  median %10v  p90 %10v  %12.0f targets/s\n", c.name, count, med.Round(time.Microsecond), p90.Round(time.Microsecond), float64(count)/med.Seconds())
+			fmt.Printf("%-32s %8d members  median %10v  p90 %10v\n", label, members, bmed.Round(time.Microsecond), bp90.Round(time.Microsecond))
+			fmt.Printf("%s (%s): Resolve %v / %s %v = %.2fx\n", c.name, order, med.Round(time.Microsecond), c.base[0], bmed.Round(time.Microsecond), float64(med)/float64(bmed))
 		}
 	}
 	plan, _ := st.Plan(ctx, q("a && b").Expr)
 	fmt.Print(tagexpr.Explain(plan))
 
-	if !baseline {
-		return nil
-	}
-	fmt.Printf("\n== baseline: the same memberships as plain Redis sets of installation ids ==\n")
-	if k, _ := rdb.Exists(ctx, "base:all").Result(); k == 0 {
-		if err := loadBaseline(ctx, rdb, gen, n); err != nil {
-			return err
-		}
-	}
-	timeCmd := func(name string, f func() (int, error)) (time.Duration, error) {
-		var ts []time.Duration
-		var k int
-		for r := 0; r < runs+1; r++ {
-			t0 := time.Now()
-			var err error
-			if k, err = f(); err != nil {
-				return 0, err
-			}
-			if r > 0 {
-				ts = append(ts, time.Since(t0))
-			}
-		}
-		med, p90 := stats(ts)
-		fmt.Printf("%-32s %8d members  median %10v  p90 %10v\n", name, k, med.Round(time.Microsecond), p90.Round(time.Microsecond))
-		return med, nil
-	}
-	sinter, err := timeCmd("SINTER base:a base:b", func() (int, error) {
-		v, err := rdb.SInter(ctx, "base:a", "base:b").Result()
-		return len(v), err
-	})
-	if err != nil {
-		return err
-	}
-	sdiff, err := timeCmd("SDIFF base:all base:muted", func() (int, error) {
-		v, err := rdb.SDiff(ctx, "base:all", "base:muted").Result()
-		return len(v), err
-	})
-	if err != nil {
-		return err
-	}
-	fmt.Printf("\n== ratios ==\n")
-	for _, r := range results {
-		switch r.name {
-		case "a && b":
-			fmt.Printf("a && b: Resolve %v / SINTER %v = %.2fx\n", r.med.Round(time.Microsecond), sinter.Round(time.Microsecond), float64(r.med)/float64(sinter))
-		case "!muted":
-			fmt.Printf("!muted: Resolve %v / SDIFF %v = %.2fx; %.2fM targets/s\n", r.med.Round(time.Microsecond), sdiff.Round(time.Microsecond), float64(r.med)/float64(sdiff), float64(r.targets)/r.med.Seconds()/1e6)
-		}
-	}
 	if upserts == 0 {
 		return nil
 	}
