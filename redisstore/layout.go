@@ -75,8 +75,12 @@ func (l *layout) tpl(s int) string      { return l.prefix[s] + kTpl }
 func (l *layout) free(s int) string     { return l.prefix[s] + kFree }
 func (l *layout) regIDs(s int) string   { return l.prefix[s] + kRegIDs }
 
+// recBucket is built in one allocation: a selective send names one bucket
+// per target.
 func (l *layout) recBucket(s int, b int64) string {
-	return l.prefix[s] + kRec + strconv.FormatInt(b, 10)
+	var buf [40]byte
+	k := append(append(buf[:0], l.prefix[s]...), kRec...)
+	return string(strconv.AppendInt(k, b, 10))
 }
 
 func (l *layout) spill(s int, iid int64) string {

@@ -394,9 +394,9 @@ func (s *Store) scanAndFetch(ctx context.Context, ws []*worker, vs []visitor, sc
 			if total > smallFetch/groups {
 				return // many candidates: they stream
 			}
-			var reads map[int][]*bucketRead
+			var reads map[int][]bucketRead
 			errs[g] = s.runPipe(ctx, func(pipe redis.Pipeliner) {
-				reads = make(map[int][]*bucketRead)
+				reads = make(map[int][]bucketRead)
 				for sh := g; sh < len(ws); sh += groups {
 					if len(scans[sh].cands) > 0 {
 						reads[sh] = ws[sh].queueReads(ctx, pipe, scans[sh].cands)
@@ -429,7 +429,7 @@ var bitmapScans atomic.Int64
 // all bitmaps (tier 3) in this shard — the usual case for the large tags of
 // a selective conjunction such as a && b. The scan script would read the
 // same ranges; a script call costs some 20 times the commands inside it,
-// so one transaction of plain EXISTS/GETRANGE/STRLEN per shard is cheaper.
+// so one transaction of plain STRLEN/GETRANGE per shard is cheaper.
 // The transaction also checks that every key is a bitmap; the scans where
 // one is not are returned, for the script. On a Cluster one transaction
 // cannot span the shards' slots, so there the script reads them all.
@@ -437,10 +437,11 @@ func (s *Store) runBitmapScans(ctx context.Context, scans []*scan) ([]*scan, err
 	if _, cluster := s.rdb.(*redis.ClusterClient); cluster {
 		return scans, nil
 	}
+	// A bitmap is a string key that is never empty, so its length says both
+	// that it exists and, for the driver, how far the scan goes.
 	type bcmds struct {
-		exists []*redis.IntCmd
+		lens   []*redis.IntCmd
 		ranges []*redis.StringCmd
-		dlen   *redis.IntCmd
 	}
 	pipe := s.rdb.TxPipeline()
 	var todo []*scan
@@ -453,10 +454,9 @@ func (s *Store) runBitmapScans(ctx context.Context, scans []*scan) ([]*scan, err
 		n, _ := sc.args[3].(int)
 		var c bcmds
 		for i := 3; i < len(sc.keys); i += 3 { // the bitmap of the driver, then of each probe
-			c.exists = append(c.exists, pipe.Exists(ctx, sc.keys[i]))
+			c.lens = append(c.lens, pipe.StrLen(ctx, sc.keys[i]))
 			c.ranges = append(c.ranges, pipe.GetRange(ctx, sc.keys[i], int64(off), int64(off+n-1)))
 		}
-		c.dlen = pipe.StrLen(ctx, sc.keys[3])
 		todo = append(todo, sc)
 		cmds = append(cmds, c)
 	}
@@ -471,13 +471,13 @@ func (s *Store) runBitmapScans(ctx context.Context, scans []*scan) ([]*scan, err
 	for k, sc := range todo {
 		c := cmds[k]
 		all := true
-		for _, e := range c.exists {
-			all = all && e.Val() == 1
+		for _, l := range c.lens {
+			all = all && l.Val() > 0
 		}
 		if !all {
 			continue
 		}
-		res := []any{int64(3), c.ranges[0].Val(), c.dlen.Val()}
+		res := []any{int64(3), c.ranges[0].Val(), c.lens[0].Val()}
 		for _, r := range c.ranges[1:] {
 			res = append(res, int64(3), r.Val())
 		}
@@ -587,7 +587,7 @@ type worker struct {
 	// workers of a Resolve run concurrently, and the shared caches' lock,
 	// taken twice per target, was where they met.
 	cmemo map[uint64]*tmplContent
-	tmemo map[compKey]*hubcore.Template
+	tmemo []compMemo
 	cs    []*tmplContent
 }
 
@@ -617,24 +617,36 @@ func (w *worker) contents(ctx context.Context, es []tmplEntry) ([]*tmplContent, 
 	return w.cs, nil
 }
 
-// compiled is Store.compiled through the worker's memo.
+// compiled is Store.compiled through the worker's memo. A send uses a
+// few templates, so the memo is a short list (a map's hashing of the
+// platform string cost more than the search).
 func (w *worker) compiled(e tmplEntry, c *tmplContent, p hubcore.Platform, reg bool) (*hubcore.Template, error) {
 	if e.inline != "" {
 		return w.s.compiled(w.sh, e, c, p, reg)
 	}
-	k := compKey{tplKey{w.sh, e.hash}, p, reg}
-	if t := w.tmemo[k]; t != nil {
-		return t, nil
+	for _, m := range w.tmemo {
+		if m.hash == e.hash && m.reg == reg && m.p == p {
+			return m.t, nil
+		}
 	}
 	t, err := w.s.compiled(w.sh, e, c, p, reg)
 	if err != nil {
 		return nil, err
 	}
-	if w.tmemo == nil {
-		w.tmemo = map[compKey]*hubcore.Template{}
+	if len(w.tmemo) < tmemoMax {
+		w.tmemo = append(w.tmemo, compMemo{e.hash, p, reg, t})
 	}
-	w.tmemo[k] = t
 	return t, nil
+}
+
+// tmemoMax bounds a worker's list of compiled templates.
+const tmemoMax = 16
+
+type compMemo struct {
+	hash uint64
+	p    hubcore.Platform
+	reg  bool
+	t    *hubcore.Template
 }
 
 // probe is a tag whose index entries a scan reads alongside the driver.
@@ -896,6 +908,14 @@ const denseBucket = recordsPerBucket / 3
 // fetchBuckets bounds the buckets read in one pipeline.
 const fetchBuckets = 128
 
+// slotFields are the bucket fields of the slots, boxed once.
+var slotFields = func() (f [recordsPerBucket]any) {
+	for i := range f {
+		f[i] = strconv.Itoa(i)
+	}
+	return f
+}()
+
 // bucketRead is one queued read of a record bucket's candidates.
 type bucketRead struct {
 	iids  []int64
@@ -905,15 +925,22 @@ type bucketRead struct {
 }
 
 // queueReads queues on pipe the reads of sorted candidates' records.
-func (w *worker) queueReads(ctx context.Context, pipe redis.Pipeliner, cands []int64) []*bucketRead {
-	var reads []*bucketRead
+func (w *worker) queueReads(ctx context.Context, pipe redis.Pipeliner, cands []int64) []bucketRead {
+	nb := 0
+	for i, iid := range cands {
+		if i == 0 || bucketOf(iid) != bucketOf(cands[i-1]) {
+			nb++
+		}
+	}
+	reads := make([]bucketRead, 0, nb)
 	for len(cands) > 0 {
 		b := bucketOf(cands[0])
 		k := 1
 		for k < len(cands) && bucketOf(cands[k]) == b {
 			k++
 		}
-		br := &bucketRead{iids: cands[:k]}
+		reads = append(reads, bucketRead{iids: cands[:k]})
+		br := &reads[len(reads)-1]
 		cands = cands[k:]
 		key := w.s.l.recBucket(w.sh, b)
 		switch {
@@ -922,7 +949,8 @@ func (w *worker) queueReads(ctx context.Context, pipe redis.Pipeliner, cands []i
 		case len(br.iids) == 1:
 			// The usual read of a selective audience, whose candidates are
 			// spread one per bucket: HGET's reply is the string itself.
-			br.one = pipe.HGet(ctx, key, strconv.Itoa(int(slotOf(br.iids[0]))))
+			br.one = redis.NewStringCmd(ctx, "hget", key, slotFields[slotOf(br.iids[0])])
+			_ = pipe.Process(ctx, br.one) // queued; errors come with Exec
 		default:
 			fields := make([]string, len(br.iids))
 			for j, iid := range br.iids {
@@ -930,7 +958,6 @@ func (w *worker) queueReads(ctx context.Context, pipe redis.Pipeliner, cands []i
 			}
 			br.mvals = pipe.HMGet(ctx, key, fields...)
 		}
-		reads = append(reads, br)
 	}
 	return reads
 }
@@ -948,7 +975,7 @@ func (w *worker) fetchAndProcess(ctx context.Context, cands []int64, d string, e
 			}
 			buckets++
 		}
-		var reads []*bucketRead
+		var reads []bucketRead
 		batch := cands[:n]
 		cands = cands[n:]
 		if err := w.s.runPipe(ctx, func(pipe redis.Pipeliner) { reads = w.queueReads(ctx, pipe, batch) }); err != nil {
@@ -962,13 +989,14 @@ func (w *worker) fetchAndProcess(ctx context.Context, cands []int64, d string, e
 }
 
 // processReads processes the records of executed bucket reads.
-func (w *worker) processReads(ctx context.Context, reads []*bucketRead, d string, earlier []string, v visitor) error {
+func (w *worker) processReads(ctx context.Context, reads []bucketRead, d string, earlier []string, v visitor) error {
 	n := 0
-	for _, br := range reads {
-		n += len(br.iids)
+	for i := range reads {
+		n += len(reads[i].iids)
 	}
 	v.expect(n)
-	for _, br := range reads {
+	for i := range reads {
+		br := &reads[i]
 		if br.vals != nil {
 			var want [recordsPerBucket]bool
 			for _, iid := range br.iids {
