@@ -114,6 +114,13 @@ func TestTakeWords(t *testing.T) {
 }
 
 func randomKexpr(t *testing.T, r *rand.Rand, tags []string) *kexpr {
+	_, kx := randomExpr(t, r, tags)
+	return kx
+}
+
+// randomExpr is a random expression of depth at most 4 over tags, parsed
+// and rebuilt for three-valued evaluation.
+func randomExpr(t *testing.T, r *rand.Rand, tags []string) (*tagexpr.Expr, *kexpr) {
 	t.Helper()
 	src := tagexprtest.RandomExpr(r, tags, 4)
 	e, err := tagexpr.Parse(src, tagexpr.Limits{MaxDepth: 4})
@@ -122,9 +129,9 @@ func randomKexpr(t *testing.T, r *rand.Rand, tags []string) *kexpr {
 	}
 	kx, err := newKexpr(e)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%q: %v", e.String(), err)
 	}
-	return kx
+	return e, kx
 }
 
 func randomBitmap(r *rand.Rand, n int, density float64) string {

@@ -169,15 +169,7 @@ func TestKleene(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	tags := tagexprtest.Tags(r, 12)
 	for i := 0; i < 2000; i++ {
-		src := tagexprtest.RandomExpr(r, tags, 4)
-		e, err := tagexpr.Parse(src, tagexpr.Limits{MaxDepth: 4})
-		if err != nil {
-			t.Fatal(err)
-		}
-		kx, err := newKexpr(e)
-		if err != nil {
-			t.Fatalf("%q: %v", e.String(), err)
-		}
+		e, kx := randomExpr(t, r, tags)
 		vals := make([]kval, len(kx.tags))
 		for k := 0; k < 8; k++ {
 			present := map[string]bool{}
