@@ -433,8 +433,11 @@ func (g *Gate) decide(ctx context.Context, in policy.Input, stored *hubcore.Inst
 }
 
 // parked reports whether an installation was signed off: its handle is
-// marked dead, so nothing reaches it, and another user may take the device
-// over (its previous tags are then dropped).
+// marked dead, so nothing reaches it. The gate then lets another user take
+// the device over (its previous tags are dropped) if the policy allows it;
+// the per-user example policy does not (an installation with an owner is
+// that owner's until deleted), which attack_test.go's
+// takeover/signed-off-installation-put row pins.
 func parked(in *hubcore.Installation) bool { return in.PushChannelExpired }
 
 // load returns the stored installation, or nil when there is none.

@@ -3,11 +3,10 @@ package apns
 import (
 	"encoding/json"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/pushgate/pushgate/hubcore"
+	"github.com/pushgate/pushgate/hubcore/internal/pnshttp"
 )
 
 // errorBody is what APNs answers a refusal with; 410s add when (ms since
@@ -27,41 +26,13 @@ func parseErrorBody(b []byte) (reason string, timestamp int64) {
 	return e.Reason, e.Timestamp
 }
 
-// maxRetryAfter bounds a Retry-After so that a bogus header cannot park a
-// delivery for years (or overflow a Duration).
-const maxRetryAfter = 24 * time.Hour
+// maxRetryAfter is the cap on a Retry-After delay.
+const maxRetryAfter = pnshttp.MaxRetryAfter
 
-// parseRetryAfter reads a Retry-After header: delay-seconds or an
-// HTTP-date (RFC 9110 §10.2.3). Zero when absent or unreadable.
+// parseRetryAfter is the delay a Retry-After asks for; 0 when absent or
+// unreadable.
 func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if v[0] >= '0' && v[0] <= '9' {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			if ne, ok := err.(*strconv.NumError); ok && ne.Err == strconv.ErrRange {
-				return maxRetryAfter
-			}
-			return 0
-		}
-		if n > uint64(maxRetryAfter/time.Second) {
-			return maxRetryAfter
-		}
-		return time.Duration(n) * time.Second
-	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0
-	}
-	d := t.Sub(now)
-	switch {
-	case d < 0:
-		return 0
-	case d > maxRetryAfter:
-		return maxRetryAfter
-	}
+	d, _ := pnshttp.ParseRetryAfter(v, now)
 	return d
 }
 

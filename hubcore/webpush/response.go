@@ -3,46 +3,21 @@ package webpush
 import (
 	"bytes"
 	"encoding/json"
-	"net/http"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/pushgate/pushgate/hubcore/internal/pnshttp"
 )
 
-// maxRetryAfter caps a Retry-After so that a garbled or hostile value cannot
-// park deliveries for days.
-const maxRetryAfter = 24 * time.Hour
+// maxRetryAfter is the cap on a Retry-After delay.
+const maxRetryAfter = pnshttp.MaxRetryAfter
 
-// parseRetryAfter reads Retry-After (RFC 9110 §10.2.3): delay-seconds or an
-// HTTP-date. It returns 0 when the value is absent, malformed or in the past.
+// parseRetryAfter is the delay a Retry-After asks for; 0 when absent or
+// unreadable.
 func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if v[0] >= '0' && v[0] <= '9' {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			if ne, ok := err.(*strconv.NumError); ok && ne.Err == strconv.ErrRange {
-				return maxRetryAfter
-			}
-			return 0
-		}
-		if n > uint64(maxRetryAfter/time.Second) {
-			return maxRetryAfter
-		}
-		return time.Duration(n) * time.Second
-	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0
-	}
-	d := t.Sub(now)
-	if d <= 0 {
-		return 0
-	}
-	return min(d, maxRetryAfter)
+	d, _ := pnshttp.ParseRetryAfter(v, now)
+	return d
 }
 
 // maxReason bounds the reason kept from an error body: it ends up in
