@@ -7,12 +7,13 @@ FUZZTIME  ?= 3s
 BENCHTIME ?= 1s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: test vet lint unit fuzz fuzz-smoke fuzz-run bench sendbench soak help
+.PHONY: test vet lint unit fuzz fuzz-smoke fuzz-run bench storebench sendbench soak help
 
 help:
 	@echo "make test   gofmt, vet, staticcheck, race tests + a short run of every fuzz target (what CI runs)"
 	@echo "make fuzz   every fuzz target for FUZZTIME (default 3s; e.g. FUZZTIME=10m)"
 	@echo "make bench  the benchmarks recorded in docs/BENCHMARKS.md"
+	@echo "make storebench  the registry-store benchmark (1M installations vs plain Redis sets; STOREBENCH_N=…)"
 	@echo "make sendbench  the delivery benchmark (1M broadcast vs h2load; SENDBENCH_N=…)"
 	@echo "make soak   mixed load against Redis for SOAK_FOR (default 10m): zero errors, flat memory and goroutines"
 	@echo "make lint   gofmt, go vet and staticcheck"
@@ -49,6 +50,14 @@ fuzz-run:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) -count=6 ./hubcore/...
+
+# The registry-store figures of docs/BENCHMARKS.md: STOREBENCH_N
+# installations loaded into a redis-server of its own, memory per
+# installation, resolutions timed against the plain set commands, upserts
+# against redis-benchmark. Needs redis-server and redis-benchmark.
+STOREBENCH_N ?= 1000000
+storebench:
+	$(GO) run ./bench/storebench -n $(STOREBENCH_N) -runs 31
 
 # The delivery figures of docs/BENCHMARKS.md: a broadcast to SENDBENCH_N
 # installations through the strict fakes against h2load on the same fakes,
