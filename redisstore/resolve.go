@@ -381,13 +381,13 @@ func (s *Store) scanAndFetch(ctx context.Context, ws []*worker, vs []visitor, sc
 		go func() {
 			defer wg.Done()
 			var mine []*scan
-			total := 0
 			for sh := g; sh < len(ws); sh += groups {
 				mine = append(mine, scans[sh])
 			}
 			if errs[g] = s.runScans(ctx, mine); errs[g] != nil {
 				return
 			}
+			total := 0
 			for _, sc := range mine {
 				total += len(sc.cands)
 			}
@@ -1241,10 +1241,10 @@ type targetSink struct {
 	buf   []hubcore.Target
 	full  bool              // a full batch was sent
 	sfx   map[string]string // template name -> projection id suffix
-	hint  int               // records expected next
+	hint  int               // records expected next, to size a new buf
 }
 
-func (t *targetSink) expect(n int) { t.hint = len(t.buf) + n }
+func (t *targetSink) expect(n int) { t.hint = n }
 
 func (t *targetSink) visit(sh int, r *record, cs []*tmplContent) error {
 	var vars map[string]string

@@ -481,12 +481,12 @@ func b2s(b bool) string {
 
 // --- installations ---
 
-// live reports whether the slot holds a live installation or registration.
 // sameUpdate applies hubcore.Cond.Updated to a live record.
 func sameUpdate(r *record, c hubcore.Cond) bool {
 	return c.Updated.IsZero() || r.lastUpdate.Equal(c.Updated)
 }
 
+// live reports whether the slot holds a live installation or registration.
 func (s *Store) live(sl *slot) bool {
 	return sl.rec != nil && !expiredAt(sl.rec, s.now())
 }
