@@ -25,6 +25,11 @@ import (
 )
 
 // writeFiles writes name→content under dir, creating directories.
+// writeFiles writes each file whole: to a hidden temporary name (which the
+// engine ignores), then renamed over the old one, as deployments swap
+// files. A plain os.WriteFile truncates first, and a watching engine that
+// polls between the truncation and the write sees, and rejects, a policy
+// nobody wrote.
 func writeFiles(t testing.TB, dir string, files map[string]string) {
 	t.Helper()
 	for name, content := range files {
@@ -32,7 +37,11 @@ func writeFiles(t testing.TB, dir string, files map[string]string) {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		tmp := filepath.Join(filepath.Dir(p), "."+filepath.Base(p)+".tmp")
+		if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, p); err != nil {
 			t.Fatal(err)
 		}
 	}
